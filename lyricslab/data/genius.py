@@ -1,0 +1,237 @@
+"""Stream the Genius Song Lyrics CSV (Kaggle `song_lyrics.csv`, ~9 GB) with pyarrow.
+
+The file is never loaded whole: pyarrow's streaming reader parses it block by block
+(quoted, multi-line lyrics included), each block is filtered with pyarrow compute, and
+only the rows that can still be sampled are kept. Malformed rows are counted and skipped.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+from tqdm.auto import tqdm
+
+from lyricslab.data.errors import DataError
+
+COLUMNS = ["title", "tag", "artist", "year", "views", "features", "lyrics", "id",
+           "language_cld3", "language_ft", "language"]
+# Columns the filters and the models need; `features` and the cld3/ft guesses are not read.
+REQUIRED = ["title", "tag", "artist", "year", "views", "lyrics", "id", "language"]
+NON_SONG_TAG = "misc"  # Genius files books, poems and transcripts under "misc"
+
+
+@dataclass
+class Filters:
+    language: str | None = "en"
+    tags: list[str] | None = None
+    year_min: int | None = None
+    year_max: int | None = None
+    min_views: int | None = None
+    min_chars: int | None = None
+    max_chars: int | None = None
+    drop_misc: bool = True
+    dedupe: bool = True
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "Filters":
+        tags = cfg.get("tags")
+        return cls(language=cfg.get("language"), tags=list(tags) if tags else None,
+                   year_min=cfg.get("year_min"), year_max=cfg.get("year_max"),
+                   min_views=cfg.get("min_views"), min_chars=cfg.get("min_chars"),
+                   max_chars=cfg.get("max_chars"), drop_misc=cfg.get("drop_misc", True),
+                   dedupe=cfg.get("dedupe", True))
+
+
+@dataclass
+class ReadReport:
+    """What happened to every row of the file, for the error messages and the data summary."""
+
+    rows: int = 0
+    malformed: int = 0
+    malformed_examples: list[str] = field(default_factory=list)
+    removed: Counter = field(default_factory=Counter)  # filter name -> rows it removed
+    kept: int = 0
+
+    @property
+    def bad_share(self) -> float:
+        total = self.rows + self.malformed
+        return self.malformed / total if total else 0.0
+
+    def summary(self) -> str:
+        parts = [f"{self.rows + self.malformed:,} rows read", f"{self.kept:,} songs kept"]
+        if self.malformed:
+            parts.append(f"{self.malformed:,} malformed rows skipped ({self.bad_share:.2%})")
+        parts += [f"{name}: -{n:,}" for name, n in self.removed.most_common() if n]
+        return ", ".join(parts)
+
+
+def parse_features(value: str | None) -> list[str]:
+    """Parse the `features` column: '{"A","B"}' (with backslash escapes) -> ['A', 'B']."""
+    if value is None:
+        return []
+    inner = value.strip()
+    if inner.startswith("{") and inner.endswith("}"):
+        inner = inner[1:-1]
+    if not inner.strip():
+        return []
+    try:  # the set literal is valid Python once braces become brackets
+        parsed = ast.literal_eval("[" + inner + "]")
+        return [str(p) for p in parsed]
+    except (ValueError, SyntaxError):
+        return [p.strip().strip('"') for p in inner.split(",") if p.strip()]
+
+
+def check_columns(path: Path) -> list[str]:
+    """Return the header; raise a one-line DataError listing missing columns."""
+    with path.open("r", encoding="utf-8", errors="replace") as f:
+        header = f.readline().strip().lstrip("\ufeff")
+    names = [h.strip().strip('"') for h in header.split(",")]
+    missing = [c for c in REQUIRED if c not in names]
+    if missing:
+        raise DataError(f"{path} is missing columns: {', '.join(missing)}; expected the Genius "
+                        f"schema ({','.join(COLUMNS)})")
+    return names
+
+
+def _numbers(column: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """Strings to float64; anything non-numeric becomes null instead of failing the block."""
+    text = pc.utf8_trim_whitespace(column)
+    numeric = pc.match_substring_regex(text, r"^-?\d+(\.\d+)?$")
+    return pc.cast(pc.if_else(numeric, text, pa.scalar(None, pa.string())), pa.float64())
+
+
+def _stable_hash(values: pa.Array) -> np.ndarray:
+    """A hash that is the same on every run and machine (pandas uses a fixed SipHash key)."""
+    return pd.util.hash_array(np.asarray(values.to_pylist(), dtype=object), categorize=False)
+
+
+def _apply(table: pa.Table, name: str, mask: pa.Array, report: ReadReport) -> pa.Table:
+    mask = pc.fill_null(mask, False)
+    removed = len(table) - pc.sum(mask).as_py() if len(table) else 0
+    report.removed[name] += removed or 0
+    return table.filter(mask) if removed else table
+
+
+def filter_block(table: pa.Table, filters: Filters, report: ReadReport, seen: set[int]) -> pa.Table:
+    """Apply every configured filter to one parsed block, counting what each removes."""
+    table = _apply(table, "bad rows (no lyrics or id)",
+                   pc.and_(pc.is_valid(table["lyrics"]), pc.is_valid(table["id"])), report)
+    if filters.language:
+        table = _apply(table, f"data.language={filters.language}",
+                       pc.equal(table["language"], filters.language), report)
+    if filters.drop_misc:
+        table = _apply(table, "data.drop_misc", pc.not_equal(table["tag"], NON_SONG_TAG), report)
+    if filters.tags:
+        table = _apply(table, f"data.tags={filters.tags}", pc.is_in(table["tag"], pa.array(filters.tags)), report)
+    if filters.year_min is not None or filters.year_max is not None:
+        year = _numbers(table["year"])
+        lo = filters.year_min if filters.year_min is not None else -1e9
+        hi = filters.year_max if filters.year_max is not None else 1e9
+        table = _apply(table, "data.year_min/year_max",
+                       pc.and_(pc.greater_equal(year, lo), pc.less_equal(year, hi)), report)
+    if filters.min_views:
+        table = _apply(table, f"data.min_views={filters.min_views}",
+                       pc.greater_equal(_numbers(table["views"]), filters.min_views), report)
+    if filters.min_chars or filters.max_chars:
+        length = pc.utf8_length(table["lyrics"])
+        mask = pa.array(np.ones(len(table), dtype=bool))
+        if filters.min_chars:
+            mask = pc.and_(mask, pc.greater_equal(length, filters.min_chars))
+        if filters.max_chars:
+            mask = pc.and_(mask, pc.less_equal(length, filters.max_chars))
+        table = _apply(table, "data.min_chars/max_chars", mask, report)
+    if filters.dedupe and len(table):
+        keys = _stable_hash(table["lyrics"].combine_chunks() if isinstance(table["lyrics"], pa.ChunkedArray)
+                            else table["lyrics"])
+        fresh = np.zeros(len(keys), dtype=bool)
+        for i, k in enumerate(keys.tolist()):
+            if k not in seen:
+                seen.add(k)
+                fresh[i] = True
+        table = _apply(table, "data.dedupe (exact duplicate lyrics)", pa.array(fresh), report)
+    return table
+
+
+def iter_blocks(source: Path | pa.NativeFile, report: ReadReport, block_size: int = 16 << 20) -> Iterator[pa.Table]:
+    """Yield the CSV as pyarrow tables of whole rows, skipping (and counting) malformed ones."""
+
+    def on_invalid(row: pacsv.InvalidRow) -> str:
+        report.malformed += 1
+        if len(report.malformed_examples) < 3:
+            where = f"line {row.number}" if row.number is not None and row.number >= 0 else "a row"
+            report.malformed_examples.append(
+                f"{where}: expected {row.expected_columns} columns, got {row.actual_columns}")
+        return "skip"
+
+    reader = pacsv.open_csv(
+        source,
+        read_options=pacsv.ReadOptions(block_size=block_size, use_threads=True),
+        parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=on_invalid),
+        convert_options=pacsv.ConvertOptions(
+            include_columns=REQUIRED,
+            column_types={c: pa.string() for c in REQUIRED},  # no type guessing on a 9 GB file
+            strings_can_be_null=True,
+        ),
+    )
+    for batch in reader:
+        report.rows += batch.num_rows
+        yield pa.Table.from_batches([batch])
+
+
+def read_songs(path: Path, filters: Filters, songs: int | None,
+               max_bad_share: float = 0.01) -> tuple[pd.DataFrame, ReadReport]:
+    """Stream `path`, filter, and keep a deterministic sample of `songs` songs (all if None).
+
+    The sample is the `songs` rows with the smallest stable hash of their id, so a song chosen
+    at one size is chosen at every larger size, and reading more of the file never reshuffles.
+    """
+    if not path.exists():
+        raise DataError(f"data file not found: {path}; pass data.path=/path/to/song_lyrics.csv "
+                        f"(or data=demo for the built-in corpus)")
+    check_columns(path)
+    report = ReadReport()
+    seen: set[int] = set()
+    kept: pa.Table | None = None
+    keys = np.empty(0, dtype=np.uint64)
+    size = path.stat().st_size
+    source = pa.OSFile(str(path))
+    # A progress bar only where reading takes long enough to wonder (the real file, not the demo).
+    bar = tqdm(total=size, unit="B", unit_scale=True, desc=f"reading {path.name}", disable=size < 64 << 20)
+    for block in iter_blocks(source, report):
+        block = filter_block(block, filters, report, seen)
+        bar.update(source.tell() - bar.n)
+        bar.set_postfix(rows=f"{report.rows:,}", kept=f"{len(keys) + len(block):,}", refresh=False)
+        if not len(block):
+            continue
+        block_keys = _stable_hash(block["id"].combine_chunks())
+        kept = block if kept is None else pa.concat_tables([kept, block])
+        keys = np.concatenate([keys, block_keys])
+        if songs is not None and len(keys) > songs:
+            # argpartition keeps memory bounded by `songs`, however big the file is.
+            top = np.sort(np.argpartition(keys, songs - 1)[:songs])
+            kept, keys = kept.take(pa.array(top)), keys[top]
+    bar.close()
+    source.close()
+    if report.bad_share > max_bad_share:
+        raise DataError(f"{report.malformed:,} of {report.rows + report.malformed:,} rows in {path} are malformed "
+                        f"({report.bad_share:.1%} > data.max_bad_row_share={max_bad_share}); e.g. "
+                        f"{'; '.join(report.malformed_examples)}. Check the file is the Genius CSV, or raise "
+                        f"data.max_bad_row_share")
+    if kept is None or not len(kept):
+        worst, n = report.removed.most_common(1)[0] if report.removed else ("(none)", 0)
+        raise DataError(f"no songs left after filtering {report.rows:,} rows of {path}: {worst} removed most "
+                        f"({n:,}); relax that filter")
+    frame = kept.to_pandas()
+    frame["sample_key"] = keys
+    frame = frame.sort_values("sample_key", kind="stable").reset_index(drop=True)
+    report.kept = len(frame)
+    return frame, report

@@ -1,0 +1,124 @@
+"""From a data config to train/val/test song lists: locate, read, normalise, split, cache."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lyricslab.data.errors import DataError
+from lyricslab.data.genius import Filters, read_songs
+from lyricslab.data.normalize import normalize_lyrics
+
+SPLITS = ("train", "val", "test")
+KAGGLE_DATASET = "carlosgdcj/genius-song-lyrics-with-language-information"
+CACHE_VERSION = 1  # bump when the prepared format or the normalisation changes
+
+
+@dataclass
+class Splits:
+    train: list[str]
+    val: list[str]
+    test: list[str]
+    frame: pd.DataFrame = field(repr=False)  # one row per kept song, with its split
+    report: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """Songs and characters per split (tokens are added once a tokenizer exists)."""
+        out: dict[str, Any] = {"source": self.report}
+        for name in SPLITS:
+            songs = getattr(self, name)
+            out[name] = {"songs": len(songs), "chars": sum(len(s) for s in songs)}
+        return out
+
+
+def demo_path() -> Path:
+    return Path(str(resources.files("lyricslab.data") / "demo_songs.csv"))
+
+
+def resolve_path(cfg: Any) -> Path:
+    """The CSV this data config reads; downloads from Kaggle only when asked to."""
+    if cfg.source == "demo":
+        return demo_path()
+    path = Path(str(cfg.path)).expanduser()
+    if path.exists():
+        return path
+    if not cfg.get("download", False):
+        raise DataError(f"data file not found: {path}; pass data.path=/path/to/song_lyrics.csv, set GENIUS_CSV, "
+                        f"or add data.download=true to fetch it from Kaggle (needs network and Kaggle credentials)")
+    return download_genius()
+
+
+def download_genius() -> Path:
+    """Fetch song_lyrics.csv with kagglehub (optional extra: pip install 'lyricslab[kaggle]')."""
+    try:
+        import kagglehub
+    except ImportError as err:
+        raise DataError("data.download=true needs kagglehub: pip install 'lyricslab[kaggle]', or download "
+                        f"{KAGGLE_DATASET} by hand and pass data.path=.../song_lyrics.csv") from err
+    try:
+        folder = Path(kagglehub.dataset_download(KAGGLE_DATASET))
+    except Exception as err:  # offline, no credentials, dataset moved: say what to do instead
+        raise DataError(f"could not download {KAGGLE_DATASET} from Kaggle ({type(err).__name__}: {err}); "
+                        "download song_lyrics.csv by hand and pass data.path=/path/to/song_lyrics.csv") from err
+    found = sorted(folder.rglob("*.csv"))
+    if not found:
+        raise DataError(f"Kaggle download in {folder} holds no CSV; pass data.path=/path/to/song_lyrics.csv")
+    return found[0]
+
+
+def assign_splits(ids: pd.Series, val_fraction: float, test_fraction: float) -> np.ndarray:
+    """Split by a stable hash of the song id: a song lands in the same split at every size."""
+    u = pd.util.hash_array(ids.astype(str).to_numpy(dtype=object), hash_key="lyricslab-split!") / 2.0**64
+    return np.where(u < test_fraction, "test", np.where(u < test_fraction + val_fraction, "val", "train"))
+
+
+def cache_key(cfg: Any, songs: int | None, path: Path) -> str:
+    stat = path.stat()
+    from omegaconf import OmegaConf
+
+    data = OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, dict) else cfg
+    blob = json.dumps({"v": CACHE_VERSION, "data": data, "songs": songs, "file": str(path.resolve()),
+                       "size": stat.st_size, "mtime": stat.st_mtime_ns}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def load_splits(cfg: Any, songs: int | None, cache_dir: str | Path | None = None) -> Splits:
+    """Read the configured data once; later calls with the same config hit the on-disk cache."""
+    path = resolve_path(cfg)
+    cache_dir = Path(cache_dir or cfg.get("cache_dir") or ".cache/lyricslab")
+    key = cache_key(cfg, songs, path)
+    parquet, meta = cache_dir / f"{key}.parquet", cache_dir / f"{key}.json"
+    if parquet.exists() and meta.exists():
+        frame = pd.read_parquet(parquet)
+        report = json.loads(meta.read_text())
+        report["cache"] = "hit"
+    else:
+        frame, read_report = read_songs(path, Filters.from_config(cfg), songs,
+                                        max_bad_share=float(cfg.get("max_bad_row_share", 0.01)))
+        structure = cfg.get("structure", "tags")
+        frame["lyrics"] = [normalize_lyrics(t, structure) for t in frame["lyrics"]]
+        frame = frame[frame["lyrics"].str.len() > 0]
+        frame["split"] = assign_splits(frame["id"], float(cfg.val_fraction), float(cfg.test_fraction))
+        frame = frame[["id", "title", "tag", "artist", "year", "lyrics", "split"]].reset_index(drop=True)
+        report = {"file": str(path), "rows": read_report.rows, "malformed_rows": read_report.malformed,
+                  "malformed_examples": read_report.malformed_examples, "kept": len(frame),
+                  "removed_by": dict(read_report.removed), "summary": read_report.summary()}
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = parquet.with_suffix(".tmp")
+        frame.to_parquet(tmp, index=False)
+        tmp.replace(parquet)  # atomic: parallel sweep workers never read half a file
+        meta.write_text(json.dumps(report, indent=2))
+        report["cache"] = "miss"
+    by_split = {name: frame.loc[frame["split"] == name, "lyrics"].tolist() for name in SPLITS}
+    empty = [name for name in SPLITS if not by_split[name]]
+    if empty:
+        raise DataError(f"the {', '.join(empty)} split is empty with {len(frame)} songs; use a larger data_size "
+                        f"(data_size.songs=...) or raise data.val_fraction/data.test_fraction")
+    return Splits(frame=frame, report=report, **by_split)
