@@ -1,0 +1,59 @@
+"""Train one model: `python -m lyricslab.run model=lstm [any Hydra override]`.
+
+A thin Hydra main around `lyricslab.train.train`. TensorFlow is imported only once training
+really starts, so `--help` and `--cfg job` answer instantly.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+KEY_METRICS = ["val_bpc", "test_bpc", "test_perplexity", "test_accuracy", "test_f1_macro", "params",
+               "train_tokens_per_sec", "train_seconds"]
+
+
+def print_summary(metrics: dict[str, float], cfg: DictConfig) -> None:
+    import mlflow
+
+    run = mlflow.last_active_run()
+    print("\n" + "=" * 72)
+    if run is not None:
+        print(f"MLflow run {run.info.run_id} ({cfg.tracking.experiment}): {run.info.status}")
+    for key in KEY_METRICS:
+        if key in metrics:
+            value = metrics[key]
+            print(f"  {key:<22} {value:,.0f}" if value >= 1000 else f"  {key:<22} {value:.4f}")
+    if run is not None:
+        try:
+            sample = mlflow.artifacts.load_text(f"{run.info.artifact_uri}/samples.txt")
+            print("\nA sample (all of them: samples.txt in the run's artifacts):\n")
+            print(sample.split("\n=== ")[0][:800])
+        except Exception:  # the summary must never fail a finished training
+            pass
+    print(f"\nOpen the MLflow UI: make ui   (serves {cfg.tracking.uri} on http://127.0.0.1:5000)")
+
+
+@hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> float:
+    from lyricslab.data import DataError
+    from lyricslab.data.prepare import resolve_path
+
+    try:
+        resolve_path(cfg.data)  # a wrong data.path fails here, before TensorFlow loads
+        from lyricslab.train import train
+
+        metrics = train(cfg)
+    except DataError as err:  # bad input: one line that says how to fix it, no traceback
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    print_summary(metrics, cfg)
+    return metrics["val_bpc"]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,228 @@
+"""Char, word and subword tokenizers with one interface; structure tags and <eos> are single tokens.
+
+Char and word tokenizers are written here because each is a vocabulary plus a regex: keras_hub's
+UnicodeCodepointTokenizer and WordPieceTokenizer cannot keep `[chorus]` as one token, and a
+numpy lookup table encodes millions of characters per second. Subword uses Hugging Face
+`tokenizers` (byte-level BPE, trained in Rust on the train split).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from lyricslab.data.normalize import STRUCTURE_TAGS, TAG_PATTERN
+
+PAD, UNK, EOS = "<pad>", "<unk>", "<eos>"
+SPECIALS = [PAD, UNK, EOS, *STRUCTURE_TAGS]
+PAD_ID, UNK_ID, EOS_ID = 0, 1, 2
+CONFIG_FILE = "tokenizer_config.json"
+
+
+class Tokenizer:
+    kind = "base"
+    pad_id, unk_id, eos_id = PAD_ID, UNK_ID, EOS_ID
+
+    @property
+    def vocab_size(self) -> int:
+        raise NotImplementedError
+
+    def encode(self, text: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def decode(self, ids: Iterable[int]) -> str:
+        raise NotImplementedError
+
+    def _save(self, folder: Path) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def encode_songs(self, songs: Sequence[str]) -> np.ndarray:
+        """One token stream: each song followed by <eos>."""
+        parts = []
+        eos = np.array([self.eos_id], dtype=np.int32)
+        for song in songs:
+            parts += [self.encode(song), eos]
+        return np.concatenate(parts) if parts else np.empty(0, dtype=np.int32)
+
+    def save(self, folder: str | Path) -> Path:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        config = {"kind": self.kind, **self._save(folder)}
+        (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+        return folder
+
+
+class _VocabTokenizer(Tokenizer):
+    """Shared by char and word: an explicit token list, specials first."""
+
+    def __init__(self, tokens: list[str]):
+        if tokens[: len(SPECIALS)] != SPECIALS:
+            raise ValueError("vocabulary must start with the special tokens")
+        self.tokens = tokens
+        self.index = {t: i for i, t in enumerate(tokens)}
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tokens)
+
+    def _save(self, folder: Path) -> dict[str, Any]:
+        (folder / "vocab.json").write_text(json.dumps(self.tokens, ensure_ascii=False))
+        return {}
+
+    def _pieces(self, text: str) -> list[tuple[bool, str]]:
+        """Split text into (is_tag, piece) around structure tags."""
+        out, pos = [], 0
+        for m in TAG_PATTERN.finditer(text):
+            if m.start() > pos:
+                out.append((False, text[pos:m.start()]))
+            out.append((True, m.group(0)))
+            pos = m.end()
+        if pos < len(text):
+            out.append((False, text[pos:]))
+        return out
+
+
+class CharTokenizer(_VocabTokenizer):
+    kind = "char"
+
+    def __init__(self, tokens: list[str]):
+        super().__init__(tokens)
+        # Codepoint -> id lookup table: encoding is one numpy gather per text piece.
+        self.table = np.full(0x110000, UNK_ID, dtype=np.int32)
+        for i, t in enumerate(tokens):
+            if len(t) == 1 and i >= len(SPECIALS):
+                self.table[ord(t)] = i
+
+    @classmethod
+    def train(cls, texts: Iterable[str], cfg: Any = None) -> "CharTokenizer":
+        chars: set[str] = set()
+        for text in texts:
+            chars.update(TAG_PATTERN.sub("", text))
+        return cls(SPECIALS + sorted(chars))
+
+    def encode(self, text: str) -> np.ndarray:
+        parts = []
+        for is_tag, piece in self._pieces(text):
+            if is_tag:
+                parts.append(np.array([self.index[piece]], dtype=np.int32))
+            else:
+                codes = np.frombuffer(piece.encode("utf-32-le"), dtype=np.uint32)
+                parts.append(self.table[codes])
+        return np.concatenate(parts) if parts else np.empty(0, dtype=np.int32)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return "".join("" if i == PAD_ID else self.tokens[i] if i != EOS_ID else "\n" for i in map(int, ids))
+
+
+WORD_RE = re.compile(r"\n|\w+(?:['’-]\w+)*|[^\w\s]")
+_NO_SPACE_BEFORE = set(",.!?;:)]}'’…")
+_NO_SPACE_AFTER = set("([{\n")
+
+
+class WordTokenizer(_VocabTokenizer):
+    kind = "word"
+
+    @classmethod
+    def train(cls, texts: Iterable[str], cfg: Any = None) -> "WordTokenizer":
+        vocab_size = int(getattr(cfg, "vocab_size", None) or 8000)
+        min_freq = int(getattr(cfg, "min_freq", None) or 1)
+        counts: Counter = Counter()
+        for text in texts:
+            counts.update(WORD_RE.findall(TAG_PATTERN.sub(" ", text)))
+        room = max(vocab_size - len(SPECIALS), 0)
+        words = [w for w, n in counts.most_common(room) if n >= min_freq]
+        return cls(SPECIALS + words)
+
+    def encode(self, text: str) -> np.ndarray:
+        ids: list[int] = []
+        for is_tag, piece in self._pieces(text):
+            if is_tag:
+                ids.append(self.index[piece])
+            else:
+                ids += [self.index.get(w, UNK_ID) for w in WORD_RE.findall(piece)]
+        return np.asarray(ids, dtype=np.int32)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        out: list[str] = []
+        for i in map(int, ids):
+            if i == PAD_ID:
+                continue
+            word = "\n" if i == EOS_ID else self.tokens[i]
+            if out and out[-1][-1:] not in _NO_SPACE_AFTER and word != "\n" and word[0] not in _NO_SPACE_BEFORE:
+                out.append(" ")
+            out.append(word)
+        return "".join(out)
+
+
+class SubwordTokenizer(Tokenizer):
+    kind = "subword"
+
+    def __init__(self, hf_tokenizer: Any):
+        self.hf = hf_tokenizer
+
+    @classmethod
+    def train(cls, texts: Iterable[str], cfg: Any = None) -> "SubwordTokenizer":
+        from tokenizers import Tokenizer as HFTokenizer
+        from tokenizers import decoders, models, pre_tokenizers, trainers
+
+        hf = HFTokenizer(models.BPE())
+        hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        hf.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=int(getattr(cfg, "vocab_size", None) or 2000),
+            min_frequency=int(getattr(cfg, "min_freq", None) or 2),
+            special_tokens=SPECIALS,  # ids 0.. in this order, matched whole in any text
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
+        hf.train_from_iterator(list(texts), trainer=trainer)
+        return cls(hf)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.hf.get_vocab_size()
+
+    def encode(self, text: str) -> np.ndarray:
+        return np.asarray(self.hf.encode(text).ids, dtype=np.int32)
+
+    def encode_songs(self, songs: Sequence[str]) -> np.ndarray:
+        eos = [EOS_ID]
+        ids: list[int] = []
+        for enc in self.hf.encode_batch(list(songs)):  # parallel in Rust
+            ids += enc.ids + eos
+        return np.asarray(ids, dtype=np.int32)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        ids = [int(i) for i in ids if int(i) != PAD_ID]
+        text = self.hf.decode(ids, skip_special_tokens=False)
+        return text.replace(EOS, "\n")
+
+    def _save(self, folder: Path) -> dict[str, Any]:
+        self.hf.save(str(folder / "tokenizer.json"))
+        return {}
+
+
+KINDS = {"char": CharTokenizer, "word": WordTokenizer, "subword": SubwordTokenizer}
+
+
+def train_tokenizer(cfg: Any, texts: Sequence[str]) -> Tokenizer:
+    kind = cfg.kind if not isinstance(cfg, str) else cfg
+    if kind not in KINDS:
+        raise ValueError(f"tokenizer.kind must be one of {sorted(KINDS)}, not {kind!r}")
+    return KINDS[kind].train(texts, cfg if not isinstance(cfg, str) else None)
+
+
+def load_tokenizer(folder: str | Path) -> Tokenizer:
+    folder = Path(folder)
+    config = json.loads((folder / CONFIG_FILE).read_text())
+    kind = config["kind"]
+    if kind == "subword":
+        from tokenizers import Tokenizer as HFTokenizer
+
+        return SubwordTokenizer(HFTokenizer.from_file(str(folder / "tokenizer.json")))
+    return KINDS[kind](json.loads((folder / "vocab.json").read_text()))

@@ -1,0 +1,64 @@
+"""Shared fixtures: configs composed with Hydra's compose(), tiny models, a temporary mlruns/."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+DEV_CSV = ROOT.parent / "shared" / "data" / "lyrics_dev.csv"
+COLUMNS = ["title", "tag", "artist", "year", "views", "features", "lyrics", "id",
+           "language_cld3", "language_ft", "language"]
+
+# Small enough that one epoch of any model takes a couple of seconds on 2 cores.
+TINY = ["trainer.epochs=1", "trainer.seq_len=32", "trainer.batch_size=16", "trainer.steps_per_epoch=4",
+        "model.layers=1", "embedding=small", "samples.max_tokens=12", "samples.prompts=[\"[verse]\\n\"]",
+        "samples.temperatures=[0.8]", "trainer.verbose=0"]
+TINY_BY_MODEL = {"transformer": ["model.heads=2", "model.ff_dim=64"], "lstm": ["model.units=32"],
+                 "gru": ["model.units=32"], "simple_rnn": ["model.units=32"]}
+
+
+def compose(overrides: list[str] | None = None):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        return hydra_compose("config", overrides=overrides or [])
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> list[str]:
+    """Overrides that send runs and caches into this test's temporary folder."""
+    return [f"tracking.uri=sqlite:///{tmp_path}/mlruns/mlflow.db", f"tracking.artifact_root={tmp_path}/mlruns/artifacts",
+            f"data.cache_dir={tmp_path}/cache"]
+
+
+def tiny(model: str = "lstm") -> list[str]:
+    return [f"model={model}", *TINY, *TINY_BY_MODEL[model]]
+
+
+def song(i: int, **fields) -> dict:
+    """A fixture row in the Genius schema, with original placeholder lyrics."""
+    lyrics = fields.pop("lyrics", None) or (
+        f"[Verse 1]\nPaper boats are sailing down the gutter number {i}\n"
+        f"Rain is drumming softly on the window of the diner\n\n[Chorus: Test & Fixture]\n"
+        f"Row row row the little boat {i}\nAll the way to morning light\n")
+    row = dict(title=f"Fixture Song {i}", tag="pop", artist="Fixture Band", year=2010 + i % 10, views=100 * i,
+               features='{"Guest One","Guest Two"}', lyrics=lyrics, id=1000 + i, language_cld3="en",
+               language_ft="en", language="en")
+    row.update(fields)
+    return row
+
+
+def write_csv(path: Path, rows: list[dict], columns: list[str] = COLUMNS) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path

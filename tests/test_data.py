@@ -1,0 +1,122 @@
+"""The Genius CSV reader, filters, sampling, splits, normalisation and cache, on fixture files."""
+
+from pathlib import Path
+
+import pytest
+
+from conftest import DEV_CSV, compose, song, write_csv
+from lyricslab.data import DataError, load_splits
+from lyricslab.data.genius import Filters, parse_features, read_songs
+from lyricslab.data.normalize import normalize_lyrics, render_structure_tags, section_tag
+from lyricslab.data.prepare import assign_splits
+
+
+def genius_cfg(path: Path, tmp_path: Path, *extra: str):
+    return compose(["data=genius", f"data.path={path}", f"data.cache_dir={tmp_path}/cache", "data.min_chars=10",
+                    *extra]).data
+
+
+def test_multiline_quoted_lyrics_and_escaped_features_survive(tmp_path):
+    tricky = 'She said, "hold on"\nand the line, with commas, kept going\n\n[Bridge]\n"quoted" last line'
+    rows = [song(1, lyrics=tricky, features='{"Ja\\"Nay O\'Neil","B, the Second"}'), song(2)]
+    frame, report = read_songs(write_csv(tmp_path / "s.csv", rows), Filters(min_chars=10), songs=None)
+    assert report.malformed == 0 and len(frame) == 2
+    assert tricky in frame["lyrics"].tolist()
+    assert parse_features('{"Ja\\"Nay O\'Neil","B, the Second"}') == ['Ja"Nay O\'Neil', "B, the Second"]
+    assert parse_features("{}") == [] and parse_features('{"Solo"}') == ["Solo"]
+
+
+def test_malformed_rows_are_counted_skipped_and_limited(tmp_path):
+    path = write_csv(tmp_path / "bad.csv", [song(i) for i in range(40)])
+    with path.open("a") as f:
+        f.write("a,row,with,too,few,columns\n")
+    frame, report = read_songs(path, Filters(min_chars=10), songs=None, max_bad_share=0.05)
+    assert report.malformed == 1 and len(frame) == 40
+    assert report.malformed_examples == ["a row: expected 11 columns, got 6"]
+    with pytest.raises(DataError, match="malformed.*max_bad_row_share"):
+        read_songs(path, Filters(min_chars=10), songs=None, max_bad_share=0.01)
+
+
+def test_missing_file_and_missing_columns_say_how_to_fix(tmp_path):
+    with pytest.raises(DataError, match="data.path="):
+        read_songs(tmp_path / "nope.csv", Filters(), songs=None)
+    cols = ["title", "artist", "year", "views", "features", "id", "language"]
+    path = write_csv(tmp_path / "cols.csv", [song(1)], columns=cols)
+    with pytest.raises(DataError, match="missing columns: tag, lyrics"):
+        read_songs(path, Filters(), songs=None)
+    with pytest.raises(DataError, match="data.path=/path/to/song_lyrics.csv"):
+        load_splits(genius_cfg(tmp_path / "absent.csv", tmp_path), None)
+
+
+def test_empty_result_names_the_filter_that_removed_most(tmp_path):
+    rows = [song(i, language="fr") for i in range(10)] + [song(20, tag="misc")]
+    path = write_csv(tmp_path / "fr.csv", rows)
+    with pytest.raises(DataError, match=r"data.language=en removed most \(10\)"):
+        read_songs(path, Filters(language="en", min_chars=10), songs=None)
+
+
+def test_each_filter_removes_what_it_should(tmp_path):
+    rows = [song(1), song(2, language="es"), song(3, tag="misc"), song(4, tag="rock"), song(5, year=1950),
+            song(6, views=3), song(7, lyrics="too short"), song(8, lyrics=song(1)["lyrics"]), song(9, tag="rock")]
+    path = write_csv(tmp_path / "f.csv", rows)
+    filters = Filters(language="en", tags=["pop", "rock"], year_min=2000, year_max=2030, min_views=50,
+                      min_chars=20, dedupe=True)
+    frame, report = read_songs(path, filters, songs=None)
+    assert sorted(frame["id"].astype(int)) == [1001, 1004, 1009]
+    assert report.removed["data.dedupe (exact duplicate lyrics)"] == 1
+    everything, _ = read_songs(path, Filters(language=None, drop_misc=False, dedupe=False, min_chars=None), None)
+    assert len(everything) == 9
+
+
+def test_sampling_is_nested_and_splits_are_stable(tmp_path):
+    path = write_csv(tmp_path / "many.csv", [song(i) for i in range(300)])
+    small, _ = read_songs(path, Filters(min_chars=10, dedupe=False), songs=30)
+    large, _ = read_songs(path, Filters(min_chars=10, dedupe=False), songs=120)
+    assert len(small) == 30 and len(large) == 120
+    assert set(small["id"]) < set(large["id"])  # the same songs are always chosen first
+    ids = large["id"]
+    split_all = dict(zip(ids, assign_splits(ids, 0.1, 0.1)))
+    split_small = dict(zip(small["id"], assign_splits(small["id"], 0.1, 0.1)))
+    assert all(split_all[i] == s for i, s in split_small.items())  # a song never changes split
+    counts = {s: list(split_all.values()).count(s) for s in ("train", "val", "test")}
+    assert counts["train"] > counts["val"] > 0 and counts["test"] > 0
+
+
+def test_load_splits_caches_by_config_and_file(tmp_path):
+    path = write_csv(tmp_path / "c.csv", [song(i) for i in range(60)])
+    first = load_splits(genius_cfg(path, tmp_path), None)
+    again = load_splits(genius_cfg(path, tmp_path), None)
+    assert first.report["cache"] == "miss" and again.report["cache"] == "hit"
+    assert first.train == again.train and first.val == again.val
+    other = load_splits(genius_cfg(path, tmp_path, "data.structure=keep"), None)
+    assert other.report["cache"] == "miss" and "[Verse 1]" in other.train[0]
+    write_csv(path, [song(i) for i in range(61)])  # the file changed: read it again
+    assert load_splits(genius_cfg(path, tmp_path), None).report["cache"] == "miss"
+
+
+def test_section_headers_become_structure_tags():
+    text = "[Intro]\nhey\n\n[Verse 2: A & B]\nline one  \n\n\n\n[Chorus: Someone]\nla la\n[Coro]\nle le\n[Pre-Chorus]\nx"
+    out = normalize_lyrics(text + "\nYou might also like\n12Embed")
+    assert out.splitlines() == ["[intro]", "hey", "", "[verse]", "line one", "", "[chorus]", "la la", "[chorus]",
+                                "le le", "[pre-chorus]", "x"]
+    assert section_tag("Hook") == "[chorus]" and section_tag("Skit 3") == "[interlude]"
+    assert section_tag("Spoken Word") == "[section]"
+    assert "[Verse" not in normalize_lyrics(text, "drop") and "[Verse 2: A & B]" in normalize_lyrics(text, "keep")
+    assert render_structure_tags("[verse]\nhi\n[pre-chorus]") == "[Verse]\nhi\n[Pre-Chorus]"
+
+
+def test_demo_corpus_is_shipped_and_usable(tmp_path):
+    splits = load_splits(compose([f"data.cache_dir={tmp_path}"]).data, None)
+    frame = splits.frame
+    assert len(frame) >= 40 and frame["tag"].nunique() >= 5
+    assert all("[verse]" in s and "[chorus]" in s for s in splits.train)
+    assert splits.report["removed_by"]["data.language=en"] == 1  # the Spanish demo song
+    assert splits.report["removed_by"]["data.drop_misc"] == 1  # the poem
+
+
+@pytest.mark.skipif(not DEV_CSV.exists(), reason="../shared/data/lyrics_dev.csv not present")
+def test_dev_csv_reads_clean(tmp_path):
+    splits = load_splits(genius_cfg(DEV_CSV, tmp_path, "data.min_chars=200"), 300)
+    assert splits.report["malformed_rows"] == 0
+    assert len(splits.frame) == 300 and splits.val and splits.test
+    assert sum("[chorus]" in s for s in splits.train) > 0.5 * len(splits.train)
