@@ -23,6 +23,11 @@ def sample_next(logits: np.ndarray, temperatures: np.ndarray, rng: np.random.Gen
     return np.where(greedy, logits.argmax(axis=1), picks)
 
 
+def unescape_prompt(prompt: str) -> str:
+    """Command lines can't easily carry a newline: read a typed backslash-n as one."""
+    return prompt.replace("\\n", "\n")
+
+
 def generate(model: Any, tokenizer: Tokenizer, prompt: str, temperatures: Sequence[float], max_tokens: int,
              seed: int = 0, context: int | None = None) -> list[str]:
     """One sample per temperature, batched, by re-feeding the window at every step.
@@ -36,7 +41,7 @@ def generate(model: Any, tokenizer: Tokenizer, prompt: str, temperatures: Sequen
                           input_signature=[tf.TensorSpec([None, None], tf.int32)])
     rng = np.random.default_rng(seed)
     temps = np.asarray(temperatures, dtype=np.float64)
-    start = np.concatenate([[EOS_ID], tokenizer.encode(prompt)]).astype(np.int32)
+    start = np.concatenate([[EOS_ID], tokenizer.encode(unescape_prompt(prompt))]).astype(np.int32)
     tokens = np.tile(start, (len(temps), 1))
     done = np.zeros(len(temps), dtype=bool)
     for _ in range(max_tokens):

@@ -25,7 +25,7 @@ from lyricslab import tracking  # noqa: E402
 from lyricslab.callbacks import LN2, DerivedMetrics  # noqa: E402
 from lyricslab.data import load_splits  # noqa: E402
 from lyricslab.data.prepare import SPLITS  # noqa: E402
-from lyricslab.generation import generate  # noqa: E402
+from lyricslab.generation import generate, unescape_prompt  # noqa: E402
 from lyricslab.models import build_model  # noqa: E402
 from lyricslab.optim import build_optimizer, scheduler_callbacks  # noqa: E402
 from lyricslab.plots import learning_curves  # noqa: E402
@@ -118,7 +118,7 @@ def write_samples(model: keras.Model, tokenizer: Tokenizer, cfg: Any, path: Path
                          seed=int(cfg.trainer.seed) + i, context=context)
         for temperature, text in zip(cfg.samples.temperatures, texts):
             first = first or text
-            blocks.append(f"=== prompt {prompt!r}, temperature {temperature} ===\n{text}\n")
+            blocks.append(f"=== prompt {unescape_prompt(prompt)!r}, temperature {temperature} ===\n{text}\n")
     path.write_text("\n".join(blocks))
     return first
 
@@ -172,10 +172,11 @@ def train(cfg: Any, callbacks: Sequence[keras.callbacks.Callback] = (), parent_r
 
         metrics = evaluate_split(model, windows["test"], chars["test"], tr.batch_size, prefix="test_")
         best = int(np.argmin(history["val_loss"]))
+        # best_*: the restored (best) epoch; the per-epoch curves keep their own names.
+        metrics.update({f"best_{k}": float(history[k][best]) for k in ("val_bpc", "val_loss", "val_perplexity",
+                                                                           "val_accuracy", "val_top5_accuracy")})
         metrics.update({
-            "val_bpc": float(history["val_bpc"][best]), "val_loss": float(history["val_loss"][best]),
-            "val_perplexity": float(history["val_perplexity"][best]),
-            "val_accuracy": float(history["val_accuracy"][best]), "best_epoch": float(best + 1),
+            "best_epoch": float(best + 1),
             "epochs_run": float(len(history["val_loss"])), "params": float(model.count_params()),
             "train_tokens_per_sec": steps * tr.batch_size * tr.seq_len * len(history["loss"]) / max(derived.train_seconds, 1e-9),
             "train_seconds": fit_seconds,
@@ -194,5 +195,5 @@ def train(cfg: Any, callbacks: Sequence[keras.callbacks.Callback] = (), parent_r
             mlflow.log_artifacts(tmp)
         metrics["wall_seconds"] = time.perf_counter() - started
         mlflow.log_metrics(metrics)
-        mlflow.set_tag("run_id", run.info.run_id)
+    metrics["val_bpc"] = metrics["best_val_bpc"]  # the objective sweeps minimise by default
     return metrics

@@ -1,0 +1,40 @@
+"""`python -m lyricslab.run` as a user runs it, in a subprocess."""
+
+import subprocess
+import sys
+
+from conftest import ROOT, tiny
+
+
+def run_cli(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "lyricslab.run", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_run_lstm_end_to_end(store):
+    out = run_cli(*tiny("lstm"), *store)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "MLflow run " in out.stdout and ": FINISHED" in out.stdout
+    assert "val_bpc" in out.stdout and "make ui" in out.stdout
+    assert "[Verse]" in out.stdout  # the sample is printed with readable section headers
+
+
+def test_help_and_cfg_do_not_import_tensorflow():
+    for args in (["--help"], ["--cfg", "job", "model=gru"]):
+        out = subprocess.run([sys.executable, "-X", "importtime", "-m", "lyricslab.run", *args], cwd=ROOT,
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert "tensorflow" not in out.stderr and "keras" not in out.stderr
+    assert "model: gru, lstm, simple_rnn, transformer" in run_cli("--help").stdout
+
+
+def test_bad_data_path_is_one_clear_line(tmp_path):
+    out = run_cli("data=genius", f"data.path={tmp_path}/missing.csv")
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith(f"error: data file not found: {tmp_path}/missing.csv")
+
+
+def test_unknown_config_option_is_rejected():
+    out = run_cli("model=lstmm")
+    assert out.returncode != 0 and "lstmm" in out.stderr

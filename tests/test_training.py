@@ -1,0 +1,95 @@
+"""Each model family trains one tiny epoch and leaves a complete MLflow run; failures end the run properly."""
+
+import math
+
+import keras
+import mlflow
+import numpy as np
+import pytest
+
+from conftest import compose, tiny
+from lyricslab.train import NonFiniteLoss, StopOnNonFiniteLoss, compile_model, evaluate_split, train
+from lyricslab.windows import make_windows, to_dataset
+
+ARTIFACTS = {"config.yaml", "data_summary.json", "learning_curves.png", "samples.txt", "tokenizer", "model"}
+
+
+def only_run(tmp_path):
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    runs = mlflow.search_runs(experiment_names=["lyricslab"], output_format="list")
+    assert len(runs) == 1
+    return runs[0]
+
+
+@pytest.mark.parametrize("model,tokenizer", [("lstm", "char"), ("gru", "word"), ("simple_rnn", "char"),
+                                             ("transformer", "subword")])
+def test_model_family_trains_and_logs_a_complete_run(model, tokenizer, store, tmp_path):
+    cfg = compose([*tiny(model), f"tokenizer={tokenizer}", "trainer.epochs=2", *store])
+    metrics = train(cfg)
+    for key in ("val_bpc", "test_bpc", "test_perplexity", "test_accuracy", "test_precision_macro",
+                "test_recall_macro", "test_f1_macro", "train_tokens_per_sec", "params", "wall_seconds"):
+        assert math.isfinite(metrics[key]), key
+    assert 0 < metrics["val_bpc"] < 10 and metrics["params"] > 0
+
+    run = only_run(tmp_path)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["model.name"] == model and run.data.params["tokenizer.kind"] == tokenizer
+    assert run.data.tags["model_family"] == cfg.model.family and "lyricslab_version" in run.data.tags
+    client = mlflow.MlflowClient()
+    history = client.get_metric_history(run.info.run_id, "val_bpc")
+    assert [m.step for m in history] == [0, 1]
+    for per_epoch in ("loss", "val_loss", "perplexity", "val_perplexity", "accuracy", "top5_accuracy",
+                      "val_top5_accuracy"):
+        assert len(client.get_metric_history(run.info.run_id, per_epoch)) == 2, per_epoch
+    if tokenizer == "word":
+        assert 0 <= run.data.metrics["val_oov_rate"] < 1
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= ARTIFACTS
+
+    model_path = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="model/model.keras",
+                                                     dst_path=str(tmp_path / "dl"))
+    loaded = keras.saving.load_model(model_path, safe_mode=True)
+    vocab = int(run.data.params["data.vocab_size"])
+    assert loaded(np.ones((1, 5), dtype="int32")).shape == (1, 5, vocab)
+    samples = mlflow.artifacts.load_text(f"{run.info.artifact_uri}/samples.txt")
+    assert "=== prompt '[verse]\\n', temperature 0.8 ===" in samples
+
+
+class Raise(keras.callbacks.Callback):
+    def __init__(self, error):
+        super().__init__()
+        self.error = error
+
+    def on_train_batch_end(self, batch, logs=None):
+        raise self.error
+
+
+@pytest.mark.parametrize("error,status", [(RuntimeError("boom in batch"), "FAILED"),
+                                          (KeyboardInterrupt(), "KILLED")])
+def test_run_status_on_failure_and_interrupt(error, status, store, tmp_path):
+    with pytest.raises(type(error)):
+        train(compose([*tiny("lstm"), *store]), callbacks=[Raise(error)])
+    run = only_run(tmp_path)
+    assert run.info.status == status
+    expected = "RuntimeError: boom in batch" if status == "FAILED" else "interrupted"
+    assert expected in run.data.tags["error"]
+
+
+def test_non_finite_loss_fails_with_a_reason():
+    with pytest.raises(NonFiniteLoss, match="lower optimizer.learning_rate"):
+        StopOnNonFiniteLoss().on_epoch_end(0, {"loss": float("nan")})
+
+
+def test_validation_nll_metric_ignores_padding_exactly():
+    """val_bpc is derived from the weighted `nll` metric; it must equal the exact per-token sum."""
+    cfg = compose(tiny("lstm"))
+    stream = np.random.default_rng(0).integers(3, 20, size=32 * 5 + 7).astype(np.int32)
+    windows = make_windows(stream, 32, pad_last=True)
+    assert windows.w[-1].sum() < 32  # the last window really is padded
+    from lyricslab.models import build_model
+
+    model = build_model(cfg, 20)
+    compile_model(model, keras.optimizers.Adam())
+    keras_nll = model.evaluate(to_dataset(windows, 4, shuffle=False, seed=0), return_dict=True, verbose=0)["nll"]
+    exact = evaluate_split(model, windows, chars=1000, batch_size=4, prefix="")
+    assert exact["tokens"] == len(stream) + 1 - 1  # every real token once (stream + leading <eos>, minus one)
+    assert keras_nll == pytest.approx(exact["loss"], rel=1e-5)
