@@ -18,6 +18,9 @@ KEY_METRICS = ["val_bpc", "test_bpc", "test_perplexity", "test_accuracy", "test_
 
 
 def print_summary(metrics: dict[str, float], cfg: DictConfig) -> None:
+    import os
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow
 
     run = mlflow.last_active_run()

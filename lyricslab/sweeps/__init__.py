@@ -1,0 +1,1 @@
+"""Optuna sweeps over Hydra config groups (search spaces, storage, MLflow parent runs)."""

@@ -1,0 +1,131 @@
+"""Search spaces in the Hydra Optuna sweeper's grammar, parsed by Hydra's own override parser.
+
+    params:
+      model: choice(lstm, gru, transformer)
+      optimizer.learning_rate: tag(log, interval(1e-4, 1e-2))
+      model.units:                       # conditional: sampled only for RNN trials
+        space: int(interval(64, 256))
+        when: {model: [lstm, gru]}
+
+choice() -> categorical, interval() -> float (int() -> integer), tag(log, ...) -> log scale,
+range(a, b[, step]) -> categorical over the range.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import optuna
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
+from hydra.errors import HydraException
+
+
+class SpaceError(ValueError):
+    """The search space is invalid; the message names the parameter and the fix."""
+
+
+@dataclass
+class Param:
+    name: str
+    distribution: optuna.distributions.BaseDistribution
+    when: dict[str, list[Any]] = field(default_factory=dict)
+
+    def applies(self, chosen: Mapping[str, Any]) -> bool:
+        return all(key in chosen and chosen[key] in allowed for key, allowed in self.when.items())
+
+
+_parser = OverridesParser.create()
+
+
+def parse_value(text: str) -> Any:
+    """A plain override value ('lstm', '3', '0.1') as Hydra would read it."""
+    return _parser.parse_override(f"x={text}").value()
+
+
+def to_distribution(name: str, text: str) -> optuna.distributions.BaseDistribution:
+    try:
+        value = _parser.parse_override(f"{name}={text}").value()
+    except HydraException as err:
+        raise SpaceError(f"params.{name}: cannot parse {text!r} ({err}); use choice(...), interval(a, b), "
+                         f"int(interval(a, b)) or tag(log, interval(a, b))") from None
+    if isinstance(value, ChoiceSweep):
+        if not value.list:
+            raise SpaceError(f"params.{name}: choice() needs at least one value")
+        return optuna.distributions.CategoricalDistribution(list(value.list))
+    if isinstance(value, RangeSweep):
+        items = list(value.range()) if hasattr(value, "range") else list(range(value.start, value.stop, value.step))
+        if not items:
+            raise SpaceError(f"params.{name}: range({value.start}, {value.stop}) is empty")
+        return optuna.distributions.CategoricalDistribution(items)
+    if isinstance(value, IntervalSweep):
+        lo, hi, log = value.start, value.end, "log" in value.tags
+        if not lo < hi:
+            raise SpaceError(f"params.{name}: interval({lo}, {hi}) is empty; the lower bound must be below the upper")
+        if log and lo <= 0:
+            raise SpaceError(f"params.{name}: tag(log, interval({lo}, {hi})) needs a lower bound above 0")
+        if isinstance(lo, int) and isinstance(hi, int):
+            return optuna.distributions.IntDistribution(lo, hi, log=log)
+        return optuna.distributions.FloatDistribution(float(lo), float(hi), log=log)
+    raise SpaceError(f"params.{name}: {text!r} is a single value, not a search space; put it under `fixed:` "
+                     f"or write choice({text})")
+
+
+def parse_space(params: Mapping[str, Any] | None) -> list[Param]:
+    """Ordered parameters; a condition may only name a parameter declared above it."""
+    space: list[Param] = []
+    for name, spec in (params or {}).items():
+        when: dict[str, list[Any]] = {}
+        if isinstance(spec, Mapping):
+            if "space" not in spec:
+                raise SpaceError(f"params.{name}: a conditional parameter needs `space:` and `when:`")
+            for parent, allowed in (spec.get("when") or {}).items():
+                if parent not in {p.name for p in space}:
+                    raise SpaceError(f"params.{name}: `when` names {parent!r}, which is not a parameter declared "
+                                     f"above it")
+                allowed = list(allowed) if isinstance(allowed, (list, tuple)) else [allowed]
+                parent_choices = getattr(next(p for p in space if p.name == parent).distribution, "choices", None)
+                if parent_choices is not None and not set(allowed) & set(parent_choices):
+                    raise SpaceError(f"params.{name}: `when: {parent}: {allowed}` can never hold; "
+                                     f"{parent} takes {list(parent_choices)}")
+                when[parent] = allowed
+            spec = spec["space"]
+        space.append(Param(str(name), to_distribution(str(name), str(spec)), when))
+    return space
+
+
+def suggest(trial: optuna.trial.BaseTrial, name: str, dist: optuna.distributions.BaseDistribution) -> Any:
+    if isinstance(dist, optuna.distributions.CategoricalDistribution):
+        return trial.suggest_categorical(name, dist.choices)
+    if isinstance(dist, optuna.distributions.IntDistribution):
+        return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
+
+
+def sample(trial: optuna.trial.BaseTrial, space: list[Param], fixed: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Sample the parameters that apply to this trial, in order (parents before children)."""
+    chosen: dict[str, Any] = dict(fixed or {})
+    values: dict[str, Any] = {}
+    for param in space:
+        if param.applies(chosen):
+            values[param.name] = suggest(trial, param.name, param.distribution)
+            chosen[param.name] = values[param.name]
+    return values
+
+
+def to_overrides(values: Mapping[str, Any]) -> list[str]:
+    def fmt(v: Any) -> str:
+        if isinstance(v, bool):
+            return str(v).lower()
+        if isinstance(v, float):
+            return repr(v)
+        return str(v)
+
+    return [f"{k}={fmt(v)}" for k, v in values.items()]
+
+
+def group_options(conf_dir: Path, group: str) -> list[str] | None:
+    folder = conf_dir / group
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else None
