@@ -58,14 +58,19 @@ def git_commit() -> str | None:
         return None
 
 
-def run_tags(cfg: Any) -> dict[str, str]:
-    tags = {"model_family": str(cfg.model.family), "model": str(cfg.model.name),
-            "tokenizer": str(cfg.tokenizer.kind), "lyricslab_version": lyricslab.__version__}
+def run_tags_base() -> dict[str, str]:
+    """Tags every lyricslab run carries: the version and, in a checkout, the git commit."""
+    tags = {"lyricslab_version": lyricslab.__version__}
     commit = git_commit()
     if commit:
         tags["git_commit"] = commit
         tags["mlflow.source.git.commit"] = commit
     return tags
+
+
+def run_tags(cfg: Any) -> dict[str, str]:
+    return {"model_family": str(cfg.model.family), "model": str(cfg.model.name),
+            "tokenizer": str(cfg.tokenizer.kind), **run_tags_base()}
 
 
 @contextlib.contextmanager

@@ -12,7 +12,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter off the console
 
@@ -90,9 +90,14 @@ def evaluate_split(model: keras.Model, windows: Windows, chars: int, batch_size:
     """Exact sums over every real token: loss, perplexity, bits/char, accuracy, macro P/R/F1."""
     from sklearn.metrics import precision_recall_fscore_support
 
+    import tensorflow as tf
+
+    # One graph for every batch shape (predict_on_batch retraces on the ragged last batch).
+    forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True,
+                          input_signature=[tf.TensorSpec([None, None], tf.int32)])
     nll_sum, count, y_true, y_pred = 0.0, 0, [], []
     for i in range(0, len(windows.x), batch_size):
-        logits = np.asarray(model.predict_on_batch(windows.x[i:i + batch_size]), dtype=np.float64)
+        logits = np.asarray(forward(windows.x[i:i + batch_size]), dtype=np.float64)
         y, w = windows.y[i:i + batch_size], windows.w[i:i + batch_size] > 0
         log_z = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
         picked = np.take_along_axis(logits, y[..., None], axis=-1)[..., 0]
@@ -124,11 +129,12 @@ def write_samples(model: keras.Model, tokenizer: Tokenizer, cfg: Any, path: Path
 
 
 def train(cfg: Any, callbacks: Sequence[keras.callbacks.Callback] = (), parent_run_id: str | None = None,
-          tags: dict[str, str] | None = None) -> dict[str, float]:
+          tags: dict[str, str] | None = None, on_run_start: Callable[[str], None] | None = None) -> dict[str, float]:
     """Train one model as configured; log everything to one MLflow run; return the final metrics.
 
     `callbacks` run after the metric and logging callbacks (e.g. an Optuna pruning callback sees
-    val_bpc); `parent_run_id` nests the run under a sweep's parent run.
+    val_bpc); `parent_run_id` nests the run under a sweep's parent run; `on_run_start(run_id)` is
+    called as soon as the MLflow run exists (a sweep records it on the trial).
     """
     started = time.perf_counter()
     configure_runtime(cfg.trainer)
@@ -154,6 +160,8 @@ def train(cfg: Any, callbacks: Sequence[keras.callbacks.Callback] = (), parent_r
             summary[name]["oov_rate"] = float((streams[name] == UNK_ID).mean())
 
     with tracking.training_run(cfg, parent_run_id=parent_run_id, tags=tags) as run:
+        if on_run_start:
+            on_run_start(run.info.run_id)
         model = build_model(cfg, tokenizer.vocab_size)
         compile_model(model, build_optimizer(cfg, steps))
         derived = DerivedMetrics(val_tokens_per_char=windows["val"].tokens / chars["val"],

@@ -1,0 +1,331 @@
+"""Optuna search over Hydra config groups: `python -m lyricslab.sweep sweep=demo [n_trials=..] [workers=N] [overrides]`.
+
+Arguments are key=value. Keys of the sweep file (n_trials, timeout, storage, study_name,
+sampler.seed, pruner.name, max_failed_share, heartbeat.grace, ...) change the sweep; `workers`
+starts that many processes on the same study; anything else is a Hydra override applied to
+every trial (e.g. data=genius data.path=...).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from typing import Any
+
+SPEC_KEYS = {"study_name", "n_trials", "timeout", "storage", "sampler", "pruner", "max_failed_share", "heartbeat",
+             "objectives"}
+USAGE = ("usage: python -m lyricslab.sweep sweep=<name> [n_trials=N] [workers=N] [storage=URL] [timeout=S] "
+         "[study_name=..] [Hydra overrides...]")
+
+
+def parse_args(argv: list[str]) -> tuple[str, int, bool, dict[str, Any], list[str]]:
+    from lyricslab.sweeps.space import parse_value
+
+    sweep, workers, worker_mode, spec_over, hydra_over = "demo", 1, False, {}, []
+    for arg in argv:
+        if arg in ("-h", "--help"):
+            print(__doc__.strip() + "\n\n" + USAGE)
+            sys.exit(0)
+        key, eq, value = arg.partition("=")
+        if not eq:
+            raise SystemExit(f"error: {arg!r} is not key=value\n{USAGE}")
+        if key == "sweep":
+            sweep = value
+        elif key == "workers":
+            workers = int(value)
+        elif key == "_worker":
+            worker_mode = True
+        elif key.split(".")[0] in SPEC_KEYS:
+            head, _, sub = key.partition(".")
+            parsed = parse_value(value) if value else None
+            if sub:
+                spec_over.setdefault(head, {})[sub] = parsed
+            else:
+                spec_over[head] = parsed
+        else:
+            hydra_over.append(arg)
+    return sweep, workers, worker_mode, spec_over, hydra_over
+
+
+def load(sweep: str, spec_over: dict[str, Any], hydra_over: list[str]):
+    from lyricslab.sweeps.spec import load_spec, validate
+
+    nested = {k: v for k, v in spec_over.items() if isinstance(v, dict)}
+    flat = {k: v for k, v in spec_over.items() if not isinstance(v, dict)}
+    spec = load_spec(sweep, flat, extra_fixed=hydra_over)
+    for head, values in nested.items():
+        getattr(spec, head).update(values)
+    validate(spec)
+    return spec
+
+
+def compose_trial(spec, values: dict[str, Any]):
+    from hydra import compose, initialize_config_dir
+
+    from lyricslab.sweeps.space import to_overrides
+    from lyricslab.sweeps.spec import CONF_DIR
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=[*spec.fixed, *to_overrides(values)])
+
+
+def make_sampler(spec):
+    import optuna
+
+    s = spec.sampler
+    seed = s.get("seed")
+    name = s.get("name", "tpe")
+    if spec.multi_objective and name not in ("random", "nsga2"):
+        name = "nsga2"  # NSGA-II for Pareto fronts
+    if name == "tpe":
+        # multivariate+group model the conditional (per-family) parameters jointly; constant_liar keeps
+        # parallel workers from sampling the same point.
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True,
+                                          n_startup_trials=int(s.get("n_startup_trials", 4)))
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=int(s.get("population_size", 8)))
+    from lyricslab.sweeps.space import SpaceError
+
+    grid = {}
+    for p in spec.space:
+        if p.when or not hasattr(p.distribution, "choices"):
+            raise SpaceError(f"sampler grid needs unconditional choice() parameters; {p.name} is not one")
+        grid[p.name] = list(p.distribution.choices)
+    return optuna.samplers.GridSampler(grid, seed=seed)
+
+
+def make_pruner(spec, epochs: int):
+    import optuna
+
+    p = spec.pruner
+    if spec.multi_objective or p.get("name") == "none":
+        return optuna.pruners.NopPruner()
+    if p.get("name") == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=int(p.get("min_resource", 1)), max_resource=epochs,
+                                              reduction_factor=int(p.get("reduction_factor", 3)))
+    return optuna.pruners.MedianPruner(n_startup_trials=int(p.get("n_startup_trials", 3)),
+                                       n_warmup_steps=int(p.get("n_warmup_steps", 1)))
+
+
+class FailureGuard:
+    """Stops the study when too many trials fail, with a message that says why."""
+
+    def __init__(self, max_share: float, min_trials: int = 3):
+        self.max_share, self.min_trials, self.message = max_share, min_trials, None
+
+    def __call__(self, study, trial) -> None:
+        import optuna
+
+        done = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+        failed = [t for t in done if t.state == optuna.trial.TrialState.FAIL]
+        if len(done) >= self.min_trials and len(failed) / len(done) > self.max_share:
+            last = failed[-1].user_attrs.get("error", "see the trial's MLflow run")
+            self.message = (f"stopping the sweep: {len(failed)} of {len(done)} trials failed (more than "
+                            f"max_failed_share={self.max_share}); last error: {last}")
+            study.stop()
+
+
+def progress_line(study, trial) -> None:
+    """One console line per finished trial."""
+    value = "-" if trial.values is None else ", ".join(f"{v:.4f}" for v in trial.values)
+    secs = trial.duration.total_seconds() if trial.duration else 0.0
+    params = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
+    note = trial.user_attrs.get("error", "")
+    print(f"[trial {trial.number:>3}] {trial.state.name:<8} value={value:<10} {secs:6.1f}s  {params}"
+          + (f"  ({note[:120]})" if note else ""), flush=True)
+
+
+def objective_factory(spec, parent_run_id: str):
+    import keras
+    import mlflow
+    import optuna
+    from optuna.storages import RetryFailedTrialCallback
+    from optuna_integration.keras import KerasPruningCallback
+
+    from lyricslab.sweeps.report import RUN_ATTR, close_orphan_runs
+    from lyricslab.sweeps.space import sample
+    from lyricslab.train import train
+
+    monitor = spec.objectives[0].metric
+
+    def objective(trial: optuna.Trial):
+        close_orphan_runs(trial.study)
+        frozen = trial.storage.get_trial(trial._trial_id)
+        retried = RetryFailedTrialCallback.retried_trial_number(frozen)
+        tags = {"sweep": spec.study_name, "trial": str(trial.number), "mlflow.runName": f"trial-{trial.number}"}
+        if retried is not None:
+            tags["retry_of_trial"] = str(retried)
+        run_ids: list[str] = []
+
+        def on_start(run_id: str) -> None:
+            run_ids.append(run_id)
+            trial.set_user_attr(RUN_ATTR, run_id)
+
+        def tag_state(state: str) -> None:
+            if run_ids:
+                mlflow.MlflowClient().set_tag(run_ids[0], "trial_state", state)
+
+        try:
+            values = sample(trial, spec.space, spec.fixed_values)
+            cfg = compose_trial(spec, values)
+            callbacks = [] if spec.multi_objective or spec.pruner.get("name") == "none" else \
+                [KerasPruningCallback(trial, monitor=monitor)]
+            metrics = train(cfg, callbacks=callbacks, parent_run_id=parent_run_id, tags=tags, on_run_start=on_start)
+        except optuna.TrialPruned:
+            steps = trial.storage.get_trial(trial._trial_id).intermediate_values
+            if run_ids and steps:
+                mlflow.MlflowClient().set_tag(run_ids[0], "pruned_at_epoch", str(max(steps) + 1))
+            tag_state("PRUNED")
+            raise
+        except Exception as err:
+            trial.set_user_attr("error", f"{type(err).__name__}: {err}"[:1000])
+            tag_state("FAIL")
+            raise
+        finally:
+            keras.backend.clear_session()  # memory must not grow from trial to trial
+            gc.collect()
+        missing = [o.metric for o in spec.objectives if o.metric not in metrics]
+        if missing:
+            raise KeyError(f"objective metric(s) {missing} not produced by train(); known: {sorted(metrics)}")
+        tag_state("COMPLETE")
+        trial.set_user_attr("train_seconds", metrics.get("train_seconds"))
+        values_out = [float(metrics[o.metric]) for o in spec.objectives]
+        return values_out if spec.multi_objective else values_out[0]
+
+    return objective
+
+
+def open_study(spec):
+    import optuna
+
+    from lyricslab.sweeps.storage import make_storage
+
+    root = os.environ.get("LYRICSLAB_MLRUNS", "mlruns")
+    from pathlib import Path
+
+    storage = make_storage(spec.storage, spec.study_name, Path(root), spec.heartbeat)
+    epochs = int(compose_trial(spec, {}).trainer.epochs)
+    return optuna.create_study(study_name=spec.study_name, storage=storage, load_if_exists=True,
+                               directions=[o.direction for o in spec.objectives],
+                               sampler=make_sampler(spec), pruner=make_pruner(spec, epochs))
+
+
+def run_worker(spec, study, parent_run_id: str) -> FailureGuard:
+    import optuna
+    from optuna.study import MaxTrialsCallback
+    from optuna.trial import TrialState
+
+    counted = (TrialState.COMPLETE, TrialState.PRUNED)
+    done = len(study.get_trials(deepcopy=False, states=counted))
+    guard = FailureGuard(spec.max_failed_share)
+    if done >= spec.n_trials:
+        return guard
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study.optimize(objective_factory(spec, parent_run_id), n_trials=None, timeout=spec.timeout,
+                   catch=(Exception,), gc_after_trial=True,
+                   callbacks=[MaxTrialsCallback(spec.n_trials, states=counted), guard, progress_line])
+    return guard
+
+
+def summary(study, spec) -> None:
+    from lyricslab.sweeps.report import best_trials
+
+    states = [t.state.name for t in study.trials]
+    print("\n" + "=" * 72)
+    print(f"study {spec.study_name}: {len(states)} trials | " +
+          ", ".join(f"{s.lower()} {states.count(s)}" for s in ("COMPLETE", "PRUNED", "FAIL") if s in states))
+    frame = study.trials_dataframe(attrs=("number", "state", "values", "params", "duration"))
+    if len(frame):
+        frame["duration"] = frame["duration"].dt.total_seconds().round(1)
+        frame.columns = [c.replace("params_", "") for c in frame.columns]
+        print(frame.to_string(index=False, max_colwidth=24))
+    for t in best_trials(study, spec):
+        print(f"\nbest trial {t.number}: {', '.join(f'{o.metric}={v:.4f}' for o, v in zip(spec.objectives, t.values))}")
+        print("  " + " ".join(f"{k}={v}" for k, v in t.params.items()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    warnings.filterwarnings("ignore", category=UserWarning, module="optuna")
+    from lyricslab.data import DataError
+    from lyricslab.sweeps.space import SpaceError
+
+    try:
+        sweep, workers, worker_mode, spec_over, hydra_over = parse_args(argv)
+        spec = load(sweep, spec_over, hydra_over)
+    except SpaceError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    import optuna
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+    from lyricslab.sweeps import report
+
+    study = open_study(spec)
+    base_cfg = compose_trial(spec, {})
+    try:
+        from lyricslab.data.prepare import load_splits
+
+        load_splits(base_cfg.data, base_cfg.data_size.songs)  # read the data once, before any worker or trial
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+    if worker_mode:
+        run_worker(spec, study, study.user_attrs[report.PARENT_ATTR])
+        return 0
+
+    parent = report.ensure_parent(study, spec, base_cfg.tracking)
+    print(f"sweep {spec.study_name}: {spec.n_trials} trials, sampler {spec.sampler.get('name')}, pruner "
+          f"{spec.pruner.get('name')}, {workers} worker(s); MLflow parent run {parent}", flush=True)
+    interrupted, guard, children = False, None, []
+    try:
+        if workers > 1:
+            cmd = [sys.executable, "-m", "lyricslab.sweep", *argv, "_worker=1"]
+            children = [subprocess.Popen(cmd) for _ in range(workers)]
+            codes = [c.wait() for c in children]
+            if any(codes):
+                print(f"warning: worker exit codes {codes}", file=sys.stderr)
+        else:
+            guard = run_worker(spec, study, parent)
+    except KeyboardInterrupt:
+        interrupted = True
+        for child in children:
+            child.send_signal(signal.SIGINT)
+        for child in children:
+            try:
+                child.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        print("\ninterrupted: writing the sweep summary to the parent run", file=sys.stderr)
+    report.close_orphan_runs(study)
+    best = report.best_trials(study, spec)
+    best_cfg = None
+    if best:
+        from lyricslab.sweeps.space import sample
+
+        fixed = optuna.trial.FixedTrial(best[0].params)
+        best_cfg = compose_trial(spec, sample(fixed, spec.space, spec.fixed_values))
+    report.finish_parent(study, spec, parent, best_cfg, interrupted=interrupted)
+    summary(study, spec)
+    if guard is not None and guard.message:
+        print(f"\n{guard.message}", file=sys.stderr)
+    print(f"\nParent run {parent} holds trials.csv, best_config.yaml and the plots.")
+    if best_cfg is not None:
+        print(f"Re-run the best config: python -m lyricslab.run -cp <folder of best_config.yaml> -cn best_config")
+    print("Compare the trials: make ui   (http://127.0.0.1:5000)")
+    return 130 if interrupted else (1 if guard is not None and guard.message else 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

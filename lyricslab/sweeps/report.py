@@ -1,0 +1,145 @@
+"""The sweep's MLflow parent run: created once per study, reopened on resume, filled in at the end."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import optuna
+from mlflow.entities import RunStatus
+from omegaconf import OmegaConf
+
+from lyricslab import tracking
+from lyricslab.sweeps.spec import SweepSpec
+
+PARENT_ATTR = "mlflow_parent_run_id"
+RUN_ATTR = "mlflow_run_id"
+
+
+def ensure_parent(study: optuna.Study, spec: SweepSpec, tracking_cfg: Any) -> str:
+    """The study's parent run id, creating the run the first time; reopened (RUNNING) on resume."""
+    experiment_id = tracking.setup(tracking_cfg)
+    client = mlflow.MlflowClient()
+    run_id = study.user_attrs.get(PARENT_ATTR)
+    if run_id:
+        client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+        return run_id
+    run = client.create_run(experiment_id, run_name=f"sweep:{spec.study_name}",
+                            tags={"sweep": spec.study_name, "lyricslab.role": "sweep-parent",
+                                  **{k: v for k, v in tracking.run_tags_base().items()}})
+    run_id = run.info.run_id
+    study.set_user_attr(PARENT_ATTR, run_id)
+    params = {"sweep.file": spec.path.name, "sweep.study_name": spec.study_name, "sweep.n_trials": spec.n_trials,
+              "sweep.timeout": spec.timeout, "sweep.objectives": [f"{o.metric}:{o.direction}" for o in spec.objectives],
+              "sweep.sampler": json.dumps(spec.sampler), "sweep.pruner": json.dumps(spec.pruner),
+              "sweep.fixed": " ".join(spec.fixed)}
+    for key, value in params.items():
+        client.log_param(run_id, key, str(value)[:6000])
+    client.log_artifact(run_id, str(spec.path))
+    space = {p.name: {"distribution": repr(p.distribution), "when": p.when} for p in spec.space}
+    client.log_dict(run_id, space, "search_space.json")
+    return run_id
+
+
+def close_orphan_runs(study: optuna.Study) -> None:
+    """Trials failed by the heartbeat (their worker died) leave MLflow child runs RUNNING: end them."""
+    client = mlflow.MlflowClient()
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
+        run_id = trial.user_attrs.get(RUN_ATTR)
+        if not run_id:
+            continue
+        try:
+            run = client.get_run(run_id)
+        except mlflow.exceptions.MlflowException:
+            continue
+        if run.info.status == "RUNNING":
+            client.set_tag(run_id, "error", "worker died mid-trial (heartbeat lost); the trial was retried")
+            client.set_tag(run_id, "trial_state", "FAIL")
+            client.set_terminated(run_id, status="FAILED")
+
+
+def _plots(study: optuna.Study, spec: SweepSpec, out: Path) -> list[str]:
+    """optuna.visualization figures as HTML (plotly) and PNG (the matplotlib twins)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import optuna.visualization as vis
+    import optuna.visualization.matplotlib as vis_mpl
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # "no complete trials" is said by the summary
+    names = [o.metric for o in spec.objectives]
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    figures = {"pareto_front": "plot_pareto_front"} if spec.multi_objective else {
+        "optimization_history": "plot_optimization_history", "param_importances": "plot_param_importances",
+        "parallel_coordinate": "plot_parallel_coordinate", "slice": "plot_slice",
+        "intermediate_values": "plot_intermediate_values"}
+    made = []
+    for name, fn in figures.items():
+        kwargs = {"target_names": names} if spec.multi_objective else {"target_name": names[0]}
+        if fn == "plot_intermediate_values":
+            kwargs = {}
+        if fn == "plot_param_importances" and (len(complete) < 2 or len(study.best_trial.params) < 2):
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                getattr(vis, fn)(study, **kwargs).write_html(out / f"{name}.html", include_plotlyjs="cdn")
+                made.append(f"{name}.html")
+            except Exception as err:  # a plot that cannot be drawn for this study is skipped, not fatal
+                print(f"  (skipped {name}.html: {err})")
+            try:
+                ax = getattr(vis_mpl, fn)(study, **kwargs)
+                fig = ax.flat[0].figure if hasattr(ax, "flat") else ax.figure
+                fig.set_size_inches(10, 6)
+                fig.savefig(out / f"{name}.png", dpi=90, bbox_inches="tight")
+                plt.close(fig)
+                made.append(f"{name}.png")
+            except Exception as err:
+                print(f"  (skipped {name}.png: {err})")
+    return made
+
+
+def best_trials(study: optuna.Study, spec: SweepSpec) -> list[optuna.trial.FrozenTrial]:
+    if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
+        return []
+    return list(study.best_trials) if spec.multi_objective else [study.best_trial]
+
+
+def finish_parent(study: optuna.Study, spec: SweepSpec, run_id: str, best_config: Any | None,
+                  interrupted: bool = False) -> dict[str, Any]:
+    """Best values and params, trial counts, the trials table, best_config.yaml and plots."""
+    client = mlflow.MlflowClient()
+    states = [t.state for t in study.trials]
+    counts = {f"trials_{s.name.lower()}": float(states.count(s)) for s in
+              (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)}
+    metrics: dict[str, float] = dict(counts)
+    best = best_trials(study, spec)
+    if best and not spec.multi_objective:
+        metrics[f"best_{spec.objectives[0].metric}"] = float(best[0].value)
+        metrics["best_trial"] = float(best[0].number)
+    for key, value in metrics.items():
+        client.log_metric(run_id, key, value)
+    if best and not spec.multi_objective:
+        for key, value in best[0].params.items():
+            client.set_tag(run_id, f"best.{key}", str(value))
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        frame = study.trials_dataframe(attrs=("number", "state", "values", "params", "user_attrs", "duration"))
+        frame.to_csv(out / "trials.csv", index=False)
+        if best_config is not None:
+            # Re-runs as one training: python -m lyricslab.run -cp <folder> -cn best_config
+            text = OmegaConf.to_yaml(best_config, resolve=True)
+            (out / "best_config.yaml").write_text(text + "hydra:\n  run:\n    dir: .\n  output_subdir: null\n")
+        if spec.multi_objective and best:
+            (out / "pareto_front.json").write_text(json.dumps(
+                [{"trial": t.number, "values": t.values, "params": t.params} for t in best], indent=2))
+        _plots(study, spec, out)
+        client.log_artifacts(run_id, tmp)
+    status = RunStatus.KILLED if interrupted else RunStatus.FINISHED
+    client.set_terminated(run_id, status=RunStatus.to_string(status))
+    return metrics

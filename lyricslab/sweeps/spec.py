@@ -1,0 +1,152 @@
+"""A sweep file (`sweeps/<name>.yaml`): what to search, how, and for how long; validated up front."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from lyricslab.sweeps.space import Param, SpaceError, group_options, parse_space, parse_value, to_overrides
+
+ROOT = Path(__file__).resolve().parents[2]
+SWEEPS_DIR = ROOT / "sweeps"
+CONF_DIR = ROOT / "conf"
+SAMPLERS = ("tpe", "random", "grid", "cmaes", "nsga2")
+PRUNERS = ("median", "hyperband", "none")
+PER_EPOCH_METRICS = ("val_bpc", "val_loss", "val_nll", "val_perplexity", "val_accuracy", "val_top5_accuracy")
+
+
+@dataclass
+class Objective:
+    metric: str
+    direction: str = "minimize"
+
+
+@dataclass
+class SweepSpec:
+    name: str
+    study_name: str
+    path: Path
+    n_trials: int = 10
+    timeout: float | None = None
+    objectives: list[Objective] = field(default_factory=lambda: [Objective("val_bpc")])
+    sampler: dict[str, Any] = field(default_factory=lambda: {"name": "tpe", "seed": 42})
+    pruner: dict[str, Any] = field(default_factory=lambda: {"name": "median"})
+    fixed: list[str] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)
+    space: list[Param] = field(default_factory=list)
+    max_failed_share: float = 0.5
+    storage: str | None = None
+    heartbeat: dict[str, Any] = field(default_factory=lambda: {"interval": 10, "grace": 60, "max_retry": 2})
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    @property
+    def fixed_values(self) -> dict[str, Any]:
+        """The fixed overrides as key -> value, so conditions can test them (`when: {model: transformer}`)."""
+        out = {}
+        for item in self.fixed:
+            key, _, value = item.partition("=")
+            out[key.lstrip("+~")] = parse_value(value) if value else None
+        return out
+
+
+def sweep_path(name: str) -> Path:
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml") and path.exists():
+        return path
+    path = SWEEPS_DIR / f"{name}.yaml"
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml")))
+        raise SpaceError(f"no sweep named {name!r}; choose one of {known} or pass sweep=path/to/file.yaml")
+    return path
+
+
+def _objectives(raw: Any) -> list[Objective]:
+    items = raw if isinstance(raw, list) else [raw]
+    out = []
+    for item in items:
+        if isinstance(item, str):
+            metric, _, direction = item.partition(":")
+            out.append(Objective(metric.strip(), (direction or "minimize").strip()))
+        else:
+            out.append(Objective(str(item["metric"]), str(item.get("direction", "minimize"))))
+    for o in out:
+        if o.direction not in ("minimize", "maximize"):
+            raise SpaceError(f"objective {o.metric}: direction must be minimize or maximize, not {o.direction!r}")
+    return out
+
+
+def load_spec(name: str, overrides: dict[str, Any] | None = None, extra_fixed: list[str] | None = None) -> SweepSpec:
+    """Read a sweep file; `overrides` replace its top-level keys (n_trials=.., storage=..)."""
+    path = sweep_path(name)
+    raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True) or {}
+    raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    unknown = set(raw) - {"study_name", "n_trials", "timeout", "objectives", "sampler", "pruner", "fixed", "params",
+                          "max_failed_share", "storage", "heartbeat"}
+    if unknown:
+        raise SpaceError(f"{path.name}: unknown keys {sorted(unknown)}")
+    spec = SweepSpec(
+        name=path.stem, path=path, study_name=str(raw.get("study_name") or path.stem),
+        n_trials=int(raw.get("n_trials", 10)), timeout=raw.get("timeout"),
+        objectives=_objectives(raw.get("objectives", ["val_bpc"])),
+        sampler=dict(raw.get("sampler") or {"name": "tpe", "seed": 42}),
+        pruner=dict(raw.get("pruner") or {"name": "median"}),
+        fixed=[*(raw.get("fixed") or []), *(extra_fixed or [])], params=dict(raw.get("params") or {}),
+        max_failed_share=float(raw.get("max_failed_share", 0.5)), storage=raw.get("storage"),
+        heartbeat={"interval": 10, "grace": 60, "max_retry": 2, **(raw.get("heartbeat") or {})},
+    )
+    spec.space = parse_space(spec.params)
+    if spec.sampler.get("name") not in SAMPLERS:
+        raise SpaceError(f"{path.name}: sampler.name must be one of {SAMPLERS}, not {spec.sampler.get('name')!r}")
+    if spec.pruner.get("name") not in PRUNERS:
+        raise SpaceError(f"{path.name}: pruner.name must be one of {PRUNERS}, not {spec.pruner.get('name')!r}")
+    if spec.n_trials < 1:
+        raise SpaceError(f"{path.name}: n_trials must be at least 1")
+    return spec
+
+
+def validate(spec: SweepSpec) -> None:
+    """Compose one config per parameter value family before any trial runs.
+
+    Catches unknown groups, options and keys (Hydra refuses to override a missing key), so a
+    typo fails in a second instead of after an hour of trials.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        try:
+            base = compose("config", overrides=spec.fixed)
+        except HydraException as err:
+            raise SpaceError(f"{spec.path.name}: fixed overrides do not compose: {err}".splitlines()[0]) from None
+        for obj in spec.objectives:
+            if not obj.metric:
+                raise SpaceError(f"{spec.path.name}: empty objective name")
+        for param in spec.space:
+            choices = getattr(param.distribution, "choices", None)
+            options = group_options(CONF_DIR, param.name)
+            if options is not None and choices is not None:
+                bad = [c for c in choices if str(c) not in options]
+                if bad:
+                    raise SpaceError(f"params.{param.name}: unknown option(s) {bad}; {param.name} has {options}")
+                continue
+            # A representative assignment in which this parameter applies.
+            assignment = {parent: allowed[0] for parent, allowed in param.when.items()}
+            value = choices[0] if choices is not None else getattr(param.distribution, "low")
+            assignment[param.name] = value
+            try:
+                compose("config", overrides=[*spec.fixed, *to_overrides(assignment)])
+            except HydraException as err:
+                where = f" (when {param.when})" if param.when else ""
+                raise SpaceError(f"params.{param.name}{where}: not a key of the composed config; check the name "
+                                 f"({str(err).splitlines()[0]})") from None
+        if not spec.multi_objective and spec.objectives[0].metric not in PER_EPOCH_METRICS \
+                and spec.pruner.get("name") != "none":
+            raise SpaceError(f"{spec.path.name}: pruning needs a per-epoch objective ({', '.join(PER_EPOCH_METRICS)}); "
+                             f"set pruner.name: none for {spec.objectives[0].metric}")
+        del base
