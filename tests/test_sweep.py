@@ -1,0 +1,171 @@
+"""Sweeps end to end on tiny trials: parent/child runs, pruning, resume, workers, a killed worker."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import optuna
+import pytest
+
+from conftest import ROOT, TINY, tiny
+from lyricslab import sweep
+
+SWEEP = """# tiny test sweep
+study_name: {name}
+n_trials: {n}
+sampler: {{name: random, seed: 3}}
+pruner: {{name: {pruner}, n_startup_trials: 1, n_warmup_steps: 0}}
+heartbeat: {{interval: 1, grace: 3, max_retry: 2}}
+fixed: [{fixed}]
+params:
+{params}"""
+PARAMS = "  model: choice(lstm, gru)\n  optimizer.learning_rate: tag(log, interval(0.003, 0.01))\n"
+
+
+def setup_sweep(tmp_path: Path, name="t", n=3, pruner="none", extra=(), params=PARAMS):
+    fixed = ", ".join(json.dumps(o) for o in [o for o in tiny("lstm") if not o.startswith("model=")]
+                      + ["trainer.epochs=2", *extra])
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(SWEEP.format(name=name, n=n, pruner=pruner, fixed=fixed, params=params))
+    store = [f"tracking.uri=sqlite:///{tmp_path}/mlruns/mlflow.db", f"tracking.artifact_root={tmp_path}/mlruns/art",
+             f"data.cache_dir={tmp_path}/cache", "tracking.experiment=sweeps"]
+    return [f"sweep={path}", f"storage=journal:{tmp_path}/optuna/{name}.log", *store]
+
+
+def runs(tmp_path):
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    return mlflow.search_runs(experiment_names=["sweeps"], output_format="list")
+
+
+def study_of(tmp_path, name="t"):
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / "optuna" / f"{name}.log")))
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def split(all_runs):
+    parents = [r for r in all_runs if r.data.tags.get("lyricslab.role") == "sweep-parent"]
+    children = [r for r in all_runs if r not in parents]
+    return parents, children
+
+
+def test_three_trial_sweep_logs_parent_children_and_a_rerunnable_best_config(tmp_path):
+    assert sweep.main(setup_sweep(tmp_path)) == 0
+    parents, children = split(runs(tmp_path))
+    assert len(parents) == 1 and len(children) == 3
+    parent = parents[0]
+    assert parent.info.status == "FINISHED" and parent.data.metrics["trials_complete"] == 3
+    assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
+    study = study_of(tmp_path)
+    by_number = {t.number: t for t in study.trials}
+    for child in children:
+        trial = by_number[int(child.data.tags["trial"])]
+        assert child.info.status == "FINISHED" and trial.state.name == child.data.tags["trial_state"] == "COMPLETE"
+        assert trial.user_attrs["mlflow_run_id"] == child.info.run_id
+        assert child.data.metrics["best_val_bpc"] == pytest.approx(trial.value)
+    client = mlflow.MlflowClient()
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"trials.csv", "best_config.yaml", "search_space.json", "optimization_history.html",
+            "optimization_history.png", "t.yaml"} <= artifacts
+    assert parent.data.metrics["best_val_bpc"] == pytest.approx(study.best_value)
+
+    folder = client.download_artifacts(parent.info.run_id, "best_config.yaml", str(tmp_path / "best"))
+    out = subprocess.run([sys.executable, "-m", "lyricslab.run", "-cp", str(Path(folder).parent), "-cn",
+                          "best_config"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rerun = [r for r in runs(tmp_path) if "mlflow.parentRunId" not in r.data.tags
+             and r.data.tags.get("lyricslab.role") != "sweep-parent"]
+    assert len(rerun) == 1 and rerun[0].data.params["model.name"] == study.best_params["model"]
+
+
+def test_pruned_trial_ends_killed_with_its_curve(tmp_path):
+    args = setup_sweep(tmp_path, n=2, pruner="median", extra=["trainer.epochs=3"],
+                       params="  optimizer.learning_rate: choice(0.01, 1e-9)\n")
+    study = sweep.open_study(sweep.load(*[sweep.parse_args(args)[i] for i in (0, 3, 4)]))
+    study.enqueue_trial({"optimizer.learning_rate": 0.01})  # learns: sets the median
+    study.enqueue_trial({"optimizer.learning_rate": 1e-9})  # cannot move the weights: pruned after epoch 1
+    assert sweep.main(args) == 0
+    _, children = split(runs(tmp_path))
+    assert sorted(c.data.tags["trial_state"] for c in children) == ["COMPLETE", "PRUNED"]
+    run = next(c for c in children if c.data.tags["trial_state"] == "PRUNED")
+    assert run.info.status == "KILLED" and run.data.tags["pruned"] == "true"
+    history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "val_bpc")
+    assert len(history) == int(run.data.tags["pruned_at_epoch"]) == 1
+    assert study_of(tmp_path).trials[1].state == optuna.trial.TrialState.PRUNED
+
+
+def test_resume_adds_trials_to_the_same_study_and_parent(tmp_path):
+    args = setup_sweep(tmp_path, n=1)
+    assert sweep.main(args) == 0
+    assert sweep.main([*args, "n_trials=2"]) == 0
+    parents, children = split(runs(tmp_path))
+    assert len(parents) == 1 and len(children) == 2
+    assert parents[0].info.status == "FINISHED" and parents[0].data.metrics["trials_complete"] == 2
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    assert len(study_of(tmp_path).trials) == 2
+
+
+def test_too_many_failures_stop_the_sweep_with_a_reason(tmp_path, capsys):
+    args = setup_sweep(tmp_path, n=5, extra=["trainer.seq_len=100000"])  # every split is too short
+    assert sweep.main(args) == 1
+    err = capsys.readouterr().err
+    assert "stopping the sweep: 3 of 3 trials failed" in err and "trainer.seq_len" in err
+    study = study_of(tmp_path)
+    assert [t.state.name for t in study.trials] == ["FAIL"] * 3
+    assert "fewer than trainer.seq_len" in study.trials[0].user_attrs["error"]
+
+
+def sweep_cmd(args):
+    return [sys.executable, "-m", "lyricslab.sweep", *args]
+
+
+def test_two_workers_share_one_study(tmp_path):
+    args = setup_sweep(tmp_path, n=4)
+    out = subprocess.run(sweep_cmd([*args, "workers=2"]), cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "Traceback" not in out.stderr and "locked" not in out.stderr
+    study = study_of(tmp_path)
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(complete) >= 4 and len({t.number for t in complete}) == len(complete)
+    parents, children = split(runs(tmp_path))
+    assert len(parents) == 1 and len(children) == len(study.trials)
+    assert len({c.data.tags["trial"] for c in children}) == len(children)
+    assert all(c.info.status == "FINISHED" for c in children)
+
+
+def test_killed_worker_trial_is_retried_and_no_run_stays_running(tmp_path):
+    args = setup_sweep(tmp_path, n=1)
+    slow = subprocess.Popen(sweep_cmd([*args, "trainer.epochs=200", "trainer.steps_per_epoch=null"]), cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            if (tmp_path / "optuna" / "t.log").exists():
+                trials = study_of(tmp_path).trials
+                if trials and "mlflow_run_id" in trials[0].user_attrs:
+                    break
+            time.sleep(1)
+        else:
+            pytest.fail("the first trial never started")
+        time.sleep(2)
+    finally:
+        os.kill(slow.pid, signal.SIGKILL)
+        slow.wait()
+    assert study_of(tmp_path).trials[0].state.name == "RUNNING"
+    time.sleep(4)  # past the heartbeat grace period
+    assert sweep.main(args) == 0
+    trials = study_of(tmp_path).trials
+    assert trials[0].state.name == "FAIL"
+    assert trials[1].state.name == "COMPLETE" and trials[1].system_attrs["failed_trial"] == 0
+    assert trials[1].params == trials[0].params
+    all_runs = runs(tmp_path)
+    assert not [r for r in all_runs if r.info.status == "RUNNING"]
+    dead = next(r for r in all_runs if r.info.run_id == trials[0].user_attrs["mlflow_run_id"])
+    assert dead.info.status == "FAILED" and "worker died" in dead.data.tags["error"]

@@ -1,0 +1,82 @@
+"""Search-space parsing and validation, table-driven."""
+
+import optuna
+import pytest
+
+from lyricslab.sweeps.space import SpaceError, parse_space, sample, to_overrides
+from lyricslab.sweeps.spec import load_spec, validate
+
+D = optuna.distributions
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("choice(lstm, gru)", D.CategoricalDistribution(["lstm", "gru"])),
+    ("choice(64, 128)", D.CategoricalDistribution([64, 128])),
+    ("interval(0.1, 0.5)", D.FloatDistribution(0.1, 0.5)),
+    ("int(interval(1, 4))", D.IntDistribution(1, 4)),
+    ("tag(log, interval(1e-4, 1e-2))", D.FloatDistribution(1e-4, 1e-2, log=True)),
+    ("int(tag(log, interval(16, 256)))", D.IntDistribution(16, 256, log=True)),
+    ("range(1, 4)", D.CategoricalDistribution([1, 2, 3])),
+])
+def test_grammar_maps_to_optuna_distributions(text, expected):
+    assert parse_space({"x": text})[0].distribution == expected
+
+
+@pytest.mark.parametrize("params,message", [
+    ({"x": "interval(0.5, 0.1)"}, "lower bound must be below"),
+    ({"x": "tag(log, interval(0, 1))"}, "lower bound above 0"),
+    ({"x": "3"}, "single value, not a search space"),
+    ({"x": "choice(a"}, "cannot parse"),
+    ({"x": {"when": {"model": "lstm"}}}, "needs `space:`"),
+    ({"x": {"space": "choice(1, 2)", "when": {"model": "lstm"}}}, "not a parameter declared above"),
+    ({"model": "choice(lstm, gru)", "x": {"space": "choice(1, 2)", "when": {"model": "transformer"}}},
+     "can never hold"),
+])
+def test_invalid_spaces_are_rejected(params, message):
+    with pytest.raises(SpaceError, match=message):
+        parse_space(params)
+
+
+def test_conditionals_sample_only_what_applies():
+    space = parse_space({"model": "choice(lstm, transformer)",
+                         "model.units": {"space": "choice(32, 64)", "when": {"model": ["lstm", "gru"]}},
+                         "model.heads": {"space": "choice(2, 4)", "when": {"model": "transformer"}}})
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = {}
+    for _ in range(12):
+        trial = study.ask()
+        values = sample(trial, space)
+        seen.setdefault(values["model"], set()).update(values)
+        study.tell(trial, 1.0)
+    assert seen["lstm"] == {"model", "model.units"}
+    assert seen["transformer"] == {"model", "model.heads"}
+    assert to_overrides({"model": "lstm", "optimizer.learning_rate": 0.001, "embedding.tied": True}) == [
+        "model=lstm", "optimizer.learning_rate=0.001", "embedding.tied=true"]
+
+
+def write_sweep(tmp_path, params: str, fixed: str = "[trainer.epochs=1]"):
+    path = tmp_path / "s.yaml"
+    path.write_text(f"# test sweep\nn_trials: 2\nfixed: {fixed}\nparams:\n{params}")
+    return str(path)
+
+
+@pytest.mark.parametrize("params,message", [
+    ("  modell: choice(lstm)\n", "not a key of the composed config"),
+    ("  model: choice(lstm, lstmm)\n", r"unknown option\(s\) \['lstmm'\]"),
+    ("  model.unitz: choice(1, 2)\n", "params.model.unitz"),
+    ("  model: choice(lstm, transformer)\n  model.heads:\n    space: choice(2)\n    when: {model: lstm}\n",
+     r"params.model.heads \(when"),
+])
+def test_validation_against_the_configs_before_any_trial(tmp_path, params, message):
+    spec = load_spec(write_sweep(tmp_path, params))
+    with pytest.raises(SpaceError, match=message):
+        validate(spec)
+
+
+def test_shipped_sweeps_are_valid():
+    for name in ("demo", "rnn", "transformer", "all"):
+        spec = load_spec(name)
+        validate(spec)
+        assert spec.n_trials >= 1 and spec.space
+    families = {c for c in load_spec("all").space[0].distribution.choices}
+    assert {"lstm", "transformer"} <= families
