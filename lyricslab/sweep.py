@@ -322,7 +322,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{guard.message}", file=sys.stderr)
     print(f"\nParent run {parent} holds trials.csv, best_config.yaml and the plots.")
     if best_cfg is not None:
-        print(f"Re-run the best config: python -m lyricslab.run -cp <folder of best_config.yaml> -cn best_config")
+        folder = report.best_config_path(spec, best_cfg).parent.resolve()
+        print(f"Re-run the best config: python -m lyricslab.run -cp {folder} -cn best_config")
     print("Compare the trials: make ui   (http://127.0.0.1:5000)")
     return 130 if interrupted else (1 if guard is not None and guard.message else 0)
 

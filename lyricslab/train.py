@@ -58,6 +58,10 @@ class MlflowEpochLogger(keras.callbacks.Callback):
 
 
 def configure_runtime(trainer: Any) -> None:
+    import tensorflow as tf
+
+    # Every trial of a sweep traces new graphs on purpose; TF's "retracing" warning is noise here.
+    tf.get_logger().setLevel("ERROR")
     keras.backend.clear_session()
     keras.utils.set_random_seed(int(trainer.seed))
     policy = {"bf16": "mixed_bfloat16", "float32": "float32"}.get(str(trainer.precision))
@@ -178,7 +182,9 @@ def train(cfg: Any, callbacks: Sequence[keras.callbacks.Callback] = (), parent_r
                             callbacks=fit_callbacks, verbose=progress_verbosity(tr.verbose), shuffle=False).history
         fit_seconds = time.perf_counter() - fit_start
 
+        eval_start = time.perf_counter()
         metrics = evaluate_split(model, windows["test"], chars["test"], tr.batch_size, prefix="test_")
+        metrics["eval_seconds"] = time.perf_counter() - eval_start
         best = int(np.argmin(history["val_loss"]))
         # best_*: the restored (best) epoch; the per-epoch curves keep their own names.
         metrics.update({f"best_{k}": float(history[k][best]) for k in ("val_bpc", "val_loss", "val_perplexity",

@@ -120,3 +120,16 @@ def test_dev_csv_reads_clean(tmp_path):
     assert splits.report["malformed_rows"] == 0
     assert len(splits.frame) == 300 and splits.val and splits.test
     assert sum("[chorus]" in s for s in splits.train) > 0.5 * len(splits.train)
+
+
+def test_seen_hashes_marks_first_occurrences_across_blocks_and_merges():
+    import numpy as np
+
+    from lyricslab.data.genius import SeenHashes
+
+    seen = SeenHashes(merge_every=2)
+    blocks = [[5, 3, 5], [3, 7], [1, 9], [9, 5, 2], [2, 8]]
+    expected = [[True, True, False], [False, True], [True, True], [False, False, True], [False, True]]
+    for keys, fresh in zip(blocks, expected):
+        assert seen.add_new(np.array(keys, dtype=np.uint64)).tolist() == fresh
+    assert len(seen.chunks) <= 3

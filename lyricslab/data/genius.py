@@ -114,6 +114,31 @@ def _stable_hash(values: pa.Array) -> np.ndarray:
     return pd.util.hash_array(np.asarray(values.to_pylist(), dtype=object), categorize=False)
 
 
+class SeenHashes:
+    """Lyrics hashes seen so far, for exact-duplicate removal across a multi-GB file.
+
+    8 bytes a song in sorted numpy chunks (a Python set costs ~70), merged now and then so a
+    lookup is a few binary searches. 5M songs take ~40 MB.
+    """
+
+    def __init__(self, merge_every: int = 16):
+        self.chunks: list[np.ndarray] = []
+        self.merge_every = merge_every
+
+    def add_new(self, keys: np.ndarray) -> np.ndarray:
+        """Mark which keys are new (first occurrence, also within `keys`) and remember them."""
+        _, first = np.unique(keys, return_index=True)
+        fresh = np.zeros(len(keys), dtype=bool)
+        fresh[first] = True
+        for chunk in self.chunks:
+            pos = np.searchsorted(chunk, keys).clip(max=len(chunk) - 1)
+            fresh &= chunk[pos] != keys
+        self.chunks.append(np.sort(keys[fresh]))
+        if len(self.chunks) > self.merge_every:
+            self.chunks = [np.sort(np.concatenate(self.chunks))]
+        return fresh
+
+
 def _apply(table: pa.Table, name: str, mask: pa.Array, report: ReadReport) -> pa.Table:
     mask = pc.fill_null(mask, False)
     removed = len(table) - pc.sum(mask).as_py() if len(table) else 0
@@ -121,7 +146,7 @@ def _apply(table: pa.Table, name: str, mask: pa.Array, report: ReadReport) -> pa
     return table.filter(mask) if removed else table
 
 
-def filter_block(table: pa.Table, filters: Filters, report: ReadReport, seen: set[int]) -> pa.Table:
+def filter_block(table: pa.Table, filters: Filters, report: ReadReport, seen: "SeenHashes") -> pa.Table:
     """Apply every configured filter to one parsed block, counting what each removes."""
     table = _apply(table, "bad rows (no lyrics or id)",
                    pc.and_(pc.is_valid(table["lyrics"]), pc.is_valid(table["id"])), report)
@@ -152,12 +177,7 @@ def filter_block(table: pa.Table, filters: Filters, report: ReadReport, seen: se
     if filters.dedupe and len(table):
         keys = _stable_hash(table["lyrics"].combine_chunks() if isinstance(table["lyrics"], pa.ChunkedArray)
                             else table["lyrics"])
-        fresh = np.zeros(len(keys), dtype=bool)
-        for i, k in enumerate(keys.tolist()):
-            if k not in seen:
-                seen.add(k)
-                fresh[i] = True
-        table = _apply(table, "data.dedupe (exact duplicate lyrics)", pa.array(fresh), report)
+        table = _apply(table, "data.dedupe (exact duplicate lyrics)", pa.array(seen.add_new(keys)), report)
     return table
 
 
@@ -199,7 +219,7 @@ def read_songs(path: Path, filters: Filters, songs: int | None,
                         f"(or data=demo for the built-in corpus)")
     check_columns(path)
     report = ReadReport()
-    seen: set[int] = set()
+    seen = SeenHashes()
     kept: pa.Table | None = None
     keys = np.empty(0, dtype=np.uint64)
     size = path.stat().st_size

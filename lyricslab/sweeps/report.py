@@ -104,6 +104,12 @@ def _plots(study: optuna.Study, spec: SweepSpec, out: Path) -> list[str]:
     return made
 
 
+def best_config_path(spec: SweepSpec, cfg: Any) -> Path:
+    """A copy of best_config.yaml beside the tracking store, so re-running needs no download."""
+    root = Path(str(cfg.tracking.artifact_root)).parent
+    return root / "sweeps" / spec.study_name / "best_config.yaml"
+
+
 def best_trials(study: optuna.Study, spec: SweepSpec) -> list[optuna.trial.FrozenTrial]:
     if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
         return []
@@ -134,7 +140,11 @@ def finish_parent(study: optuna.Study, spec: SweepSpec, run_id: str, best_config
         if best_config is not None:
             # Re-runs as one training: python -m lyricslab.run -cp <folder> -cn best_config
             text = OmegaConf.to_yaml(best_config, resolve=True)
-            (out / "best_config.yaml").write_text(text + "hydra:\n  run:\n    dir: .\n  output_subdir: null\n")
+            text += "hydra:\n  run:\n    dir: .\n  output_subdir: null\n"
+            (out / "best_config.yaml").write_text(text)
+            local = best_config_path(spec, best_config)
+            local.parent.mkdir(parents=True, exist_ok=True)
+            local.write_text(text)
         if spec.multi_objective and best:
             (out / "pareto_front.json").write_text(json.dumps(
                 [{"trial": t.number, "values": t.values, "params": t.params} for t in best], indent=2))

@@ -1,0 +1,103 @@
+"""Training throughput: lyricslab's LSTM / transformer vs. a plain hand-written Keras model of the
+same shape, fed the same batches, timed alternately in one process. Target ratio >= 1.0."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from bench.common import interleaved, report, timed  # noqa: E402
+
+VOCAB = 2000  # the default subword vocabulary
+STEPS = 12
+
+
+def compose(overrides):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from lyricslab.sweeps.spec import CONF_DIR
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return hydra_compose("config", overrides=overrides)
+
+
+def plain_rnn(cfg, vocab: int) -> keras.Model:
+    m, e, d = cfg.model, cfg.embedding, cfg.dropout
+    layers = [keras.Input((None,), dtype="int32"), keras.layers.Embedding(vocab, e.dim), keras.layers.Dropout(d.rate)]
+    for _ in range(m.layers):
+        layers += [keras.layers.LSTM(m.units, return_sequences=True), keras.layers.Dropout(d.rate)]
+    layers += [keras.layers.Dense(e.dim), keras.layers.Dense(vocab)]
+    return keras.Sequential(layers)
+
+
+def plain_transformer(cfg, vocab: int) -> keras.Model:
+    m, d = cfg.model, cfg.dropout
+    tokens = keras.Input((None,), dtype="int32")
+    x = keras.layers.Embedding(vocab, m.width)(tokens)
+    positions = keras.ops.arange(m.context)[None, :]
+    x = x + keras.layers.Embedding(m.context, m.width)(positions)
+    for _ in range(m.layers):
+        h = keras.layers.LayerNormalization(epsilon=1e-5)(x)
+        h = keras.layers.MultiHeadAttention(m.heads, m.width // m.heads, dropout=d.rate)(h, h, use_causal_mask=True)
+        x = x + keras.layers.Dropout(d.rate)(h)
+        h = keras.layers.LayerNormalization(epsilon=1e-5)(x)
+        h = keras.layers.Dense(m.ff_dim, activation="relu")(h)
+        x = x + keras.layers.Dropout(d.rate)(keras.layers.Dense(m.width)(h))
+    x = keras.layers.LayerNormalization(epsilon=1e-5)(x)
+    return keras.Model(tokens, keras.layers.Dense(vocab)(x))
+
+
+def batches(cfg, vocab: int, steps: int):
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    n, t = cfg.trainer.batch_size * steps, cfg.trainer.seq_len
+    x = rng.integers(3, vocab, size=(n, t)).astype(np.int32)
+    y = np.roll(x, -1, axis=1)
+    ours = tf.data.Dataset.from_tensor_slices((x, y)).batch(cfg.trainer.batch_size).cache()  # as train() feeds it
+    plain = tf.data.Dataset.from_tensor_slices((x, y)).batch(cfg.trainer.batch_size).cache()
+    return ours, plain
+
+
+def pair(model_name: str, vocab: int = VOCAB, extra=()):
+    """(our model compiled as train() does, the plain one, their datasets, tokens per epoch)."""
+    from lyricslab.callbacks import DerivedMetrics
+    from lyricslab.models import build_model
+    from lyricslab.optim import build_optimizer
+    from lyricslab.train import compile_model
+
+    cfg = compose([f"model={model_name}", *extra])
+    keras.utils.set_random_seed(0)
+    ours = build_model(cfg, vocab)
+    compile_model(ours, build_optimizer(cfg, STEPS))
+    plain = plain_rnn(cfg, vocab) if cfg.model.family == "rnn" else plain_transformer(cfg, vocab)
+    plain.compile(optimizer=keras.optimizers.RMSprop(cfg.optimizer.learning_rate, clipnorm=1.0),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    ds_ours, ds_plain = batches(cfg, vocab, STEPS)
+    tokens = STEPS * cfg.trainer.batch_size * cfg.trainer.seq_len
+    callbacks = [DerivedMetrics(1.0, cfg.trainer.batch_size * cfg.trainer.seq_len)]
+    run_ours = lambda: timed(lambda: ours.fit(ds_ours, epochs=1, verbose=0, callbacks=callbacks))  # noqa: E731
+    run_plain = lambda: timed(lambda: plain.fit(ds_plain, epochs=1, verbose=0))  # noqa: E731
+    return cfg, ours, plain, run_ours, run_plain, tokens
+
+
+def run() -> dict:
+    rows = {}
+    for name in ("lstm", "transformer"):
+        cfg, ours, plain, run_ours, run_plain, tokens = pair(name)
+        run_ours(), run_plain()  # compile and warm up both
+        t_ours, t_plain = interleaved(run_ours, run_plain, rounds=5)
+        rows[f"{name}: params lyricslab / plain"] = f"{ours.count_params():,} / {plain.count_params():,}"
+        rows[f"{name}: tokens/s lyricslab"] = tokens / t_ours
+        rows[f"{name}: tokens/s plain Keras"] = tokens / t_plain
+        rows[f"{name}: ratio (target >= 1.0)"] = t_plain / t_ours
+    return report("training throughput (vocab 2000, default shapes)", rows)
+
+
+if __name__ == "__main__":
+    run()
