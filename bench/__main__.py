@@ -2,7 +2,7 @@
 
 import sys
 
-NAMES = ["ingest", "throughput", "mfu", "sweep"]
+NAMES = ["ingest", "throughput", "mfu", "generation", "sweep"]
 
 
 def main() -> None:

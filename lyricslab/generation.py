@@ -1,4 +1,4 @@
-"""Sampling lyrics from a trained model."""
+"""Sampling lyrics from a trained model: incremental decoding (default) and the naive re-feed."""
 
 from __future__ import annotations
 
@@ -7,20 +7,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from lyricslab.data.normalize import render_structure_tags
+from lyricslab.decoding import TransformerCache, make_cache, make_sampler
 from lyricslab.tokenizers import EOS_ID, Tokenizer
-
-
-def sample_next(logits: np.ndarray, temperatures: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One token per row from softmax(logits / temperature); temperature 0 means greedy."""
-    logits = logits.astype(np.float64)
-    greedy = temperatures <= 0
-    scaled = logits / np.where(greedy, 1.0, temperatures)[:, None]
-    scaled -= scaled.max(axis=1, keepdims=True)
-    probs = np.exp(scaled)
-    probs /= probs.sum(axis=1, keepdims=True)
-    picks = (probs.cumsum(axis=1) < rng.random((len(probs), 1))).sum(axis=1)
-    picks = np.minimum(picks, logits.shape[1] - 1)
-    return np.where(greedy, logits.argmax(axis=1), picks)
 
 
 def unescape_prompt(prompt: str) -> str:
@@ -28,35 +16,81 @@ def unescape_prompt(prompt: str) -> str:
     return prompt.replace("\\n", "\n")
 
 
-def generate(model: Any, tokenizer: Tokenizer, prompt: str, temperatures: Sequence[float], max_tokens: int,
-             seed: int = 0, context: int | None = None) -> list[str]:
-    """One sample per temperature, batched, by re-feeding the window at every step.
+def prompt_ids(tokenizer: Tokenizer, prompt: str) -> np.ndarray:
+    """<eos> first: training streams put it before every song, so the model starts a song after it."""
+    return np.concatenate([[EOS_ID], tokenizer.encode(unescape_prompt(prompt))]).astype(np.int32)
 
-    Stops a row at <eos>. `context` caps the window (the transformer's position table).
-    """
+
+def _texts(tokenizer: Tokenizer, rows: np.ndarray, start: int) -> list[str]:
+    texts = []
+    for row in rows:
+        body = row[1:]
+        ends = np.flatnonzero(body[start - 1:] == EOS_ID)
+        if len(ends):
+            body = body[: start - 1 + ends[0]]
+        texts.append(render_structure_tags(tokenizer.decode(body)))
+    return texts
+
+
+def generate_ids(model: Any, start: np.ndarray, n: int, max_tokens: int, sampler: Any,
+                 cache: Any = None, stop_at_eos: bool = True) -> np.ndarray:
+    """n continuations of `start`, one token per step with a state/KV cache; stops at <eos>."""
     import tensorflow as tf
 
-    # One traced graph for every window length; eager RNN calls cost ~100 ms a step on CPU.
+    tf.get_logger().setLevel("ERROR")  # a new graph per call is intended: no retracing warnings
+    cache = cache or make_cache(model)
+    length = len(start)
+    total = length + max_tokens
+    if isinstance(cache, TransformerCache):
+        if length >= cache.context:
+            raise ValueError(f"the prompt is {length} tokens, the transformer's context is {cache.context}; "
+                             f"shorten the prompt")
+        total = min(total, cache.context)
+    ids = np.zeros((n, total), dtype=np.int32)
+    ids[:, :length] = start
+    mask = np.zeros((n, total), dtype=bool)
+    mask[:, :length] = True
+
+    @tf.function  # one graph for the prefill and the whole sampling loop
+    def run(ids, mask):
+        state = cache.prefill(ids, length)
+        return sampler(cache.next, ids, state, index=length, mask=mask,
+                       stop_token_ids=[EOS_ID] if stop_at_eos else None)
+
+    return np.asarray(run(tf.constant(ids), tf.constant(mask)))
+
+
+def generate(model: Any, tokenizer: Tokenizer, prompt: str, n: int = 1, max_tokens: int = 200,
+             temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+             sampler: str = "random", seed: int = 0, cache: Any = None) -> list[str]:
+    """n songs for one prompt, rendered with readable [Verse]/[Chorus] headers."""
+    start = prompt_ids(tokenizer, prompt)
+    chosen = make_sampler(sampler if sampler in ("greedy", "beam") else "random", temperature, top_k, top_p, seed)
+    rows = generate_ids(model, start, n, max_tokens, chosen, cache=cache)
+    return _texts(tokenizer, rows, len(start))
+
+
+def generate_naive(model: Any, tokenizer: Tokenizer, prompt: str, temperatures: Sequence[float], max_tokens: int,
+                   seed: int = 0, context: int | None = None, stop_at_eos: bool = True) -> list[str]:
+    """The keras.io approach, kept as the benchmark baseline: re-feed the whole window every step."""
+    import tensorflow as tf
+
     forward = tf.function(lambda x: model(x, training=False)[:, -1, :], reduce_retracing=True,
                           input_signature=[tf.TensorSpec([None, None], tf.int32)])
     rng = np.random.default_rng(seed)
     temps = np.asarray(temperatures, dtype=np.float64)
-    start = np.concatenate([[EOS_ID], tokenizer.encode(unescape_prompt(prompt))]).astype(np.int32)
+    start = prompt_ids(tokenizer, prompt)
     tokens = np.tile(start, (len(temps), 1))
     done = np.zeros(len(temps), dtype=bool)
     for _ in range(max_tokens):
         window = tokens if context is None else tokens[:, -context:]
-        logits = forward(window).numpy()
-        nxt = np.where(done, EOS_ID, sample_next(logits, temps, rng)).astype(np.int32)
+        logits = forward(window).numpy().astype(np.float64) / temps[:, None]
+        probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probs /= probs.sum(axis=1, keepdims=True)
+        picks = np.minimum((probs.cumsum(axis=1) < rng.random((len(probs), 1))).sum(axis=1), probs.shape[1] - 1)
+        nxt = np.where(done, EOS_ID, picks).astype(np.int32)
         tokens = np.concatenate([tokens, nxt[:, None]], axis=1)
-        done |= nxt == EOS_ID
+        done |= (nxt == EOS_ID) & stop_at_eos
         if done.all():
             break
-    texts = []
-    for row in tokens:
-        body = row[1:]
-        ends = np.flatnonzero(body[len(start) - 1:] == EOS_ID)
-        if len(ends):
-            body = body[: len(start) - 1 + ends[0]]
-        texts.append(render_structure_tags(tokenizer.decode(body)))
-    return texts
+    return _texts(tokenizer, tokens, len(start))

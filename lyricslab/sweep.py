@@ -148,7 +148,7 @@ def objective_factory(spec, parent_run_id: str):
     import keras
     import mlflow
     import optuna
-    from optuna.storages import RetryFailedTrialCallback
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
     from optuna_integration.keras import KerasPruningCallback
 
     from lyricslab.sweeps.report import RUN_ATTR, close_orphan_runs
@@ -160,7 +160,7 @@ def objective_factory(spec, parent_run_id: str):
     def objective(trial: optuna.Trial):
         close_orphan_runs(trial.study)
         frozen = trial.storage.get_trial(trial._trial_id)
-        retried = RetryFailedTrialCallback.retried_trial_number(frozen)
+        retried = RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
         tags = {"sweep": spec.study_name, "trial": str(trial.number), "mlflow.runName": f"trial-{trial.number}"}
         if retried is not None:
             tags["retry_of_trial"] = str(retried)
@@ -219,7 +219,7 @@ def open_study(spec):
                                sampler=make_sampler(spec), pruner=make_pruner(spec, epochs))
 
 
-def run_worker(spec, study, parent_run_id: str) -> FailureGuard:
+def run_worker(spec, study, parent_run_id: str, callbacks=()) -> FailureGuard:
     import optuna
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
@@ -232,7 +232,7 @@ def run_worker(spec, study, parent_run_id: str) -> FailureGuard:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study.optimize(objective_factory(spec, parent_run_id), n_trials=None, timeout=spec.timeout,
                    catch=(Exception,), gc_after_trial=True,
-                   callbacks=[MaxTrialsCallback(spec.n_trials, states=counted), guard, progress_line])
+                   callbacks=[MaxTrialsCallback(spec.n_trials, states=counted), guard, progress_line, *callbacks])
     return guard
 
 

@@ -25,7 +25,10 @@ from lyricslab import tracking  # noqa: E402
 from lyricslab.callbacks import LN2, DerivedMetrics  # noqa: E402
 from lyricslab.data import load_splits  # noqa: E402
 from lyricslab.data.prepare import SPLITS  # noqa: E402
+from lyricslab.bundle import save_bundle  # noqa: E402
+from lyricslab.decoding import make_cache  # noqa: E402
 from lyricslab.generation import generate, unescape_prompt  # noqa: E402
+from lyricslab.lyric_metrics import CopyIndex, lyric_metrics, reference_metrics  # noqa: E402
 from lyricslab.models import build_model  # noqa: E402
 from lyricslab.optim import build_optimizer, scheduler_callbacks  # noqa: E402
 from lyricslab.plots import learning_curves  # noqa: E402
@@ -118,18 +121,18 @@ def evaluate_split(model: keras.Model, windows: Windows, chars: int, batch_size:
             f"{prefix}f1_macro": float(f1), f"{prefix}tokens": float(count)}
 
 
-def write_samples(model: keras.Model, tokenizer: Tokenizer, cfg: Any, path: Path) -> str:
-    """A few songs per prompt and temperature; returns the first one for the console."""
-    context = cfg.model.context if cfg.model.family == "transformer" else None
-    blocks, first = [], ""
+def write_samples(model: keras.Model, tokenizer: Tokenizer, cfg: Any, path: Path) -> list[str]:
+    """One song per prompt and temperature (fixed prompts and seed), written to samples.txt."""
+    cache = make_cache(model)
+    blocks, texts = [], []
     for i, prompt in enumerate(cfg.samples.prompts):
-        texts = generate(model, tokenizer, prompt, list(cfg.samples.temperatures), int(cfg.samples.max_tokens),
-                         seed=int(cfg.trainer.seed) + i, context=context)
-        for temperature, text in zip(cfg.samples.temperatures, texts):
-            first = first or text
+        for temperature in cfg.samples.temperatures:
+            text = generate(model, tokenizer, prompt, n=1, max_tokens=int(cfg.samples.max_tokens),
+                            temperature=float(temperature), seed=int(cfg.trainer.seed) + i, cache=cache)[0]
+            texts.append(text)
             blocks.append(f"=== prompt {unescape_prompt(prompt)!r}, temperature {temperature} ===\n{text}\n")
     path.write_text("\n".join(blocks))
-    return first
+    return texts
 
 
 def train(cfg: Any, callbacks: Sequence[keras.callbacks.Callback] = (), parent_run_id: str | None = None,
@@ -199,13 +202,16 @@ def train(cfg: Any, callbacks: Sequence[keras.callbacks.Callback] = (), parent_r
             out = Path(tmp)
             (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
             tokenizer.save(out / "tokenizer")
-            (out / "model").mkdir()
-            model.save(out / "model" / "model.keras")
+            save_bundle(out / "model", model, tokenizer, cfg)
             learning_curves(history, out / "learning_curves.png", title=f"{cfg.model.name} / {cfg.tokenizer.kind}")
             (out / "data_summary.json").write_text(json.dumps(summary, indent=2))
             sample_start = time.perf_counter()
-            write_samples(model, tokenizer, cfg, out / "samples.txt")
+            samples = write_samples(model, tokenizer, cfg, out / "samples.txt")
             metrics["sample_seconds"] = time.perf_counter() - sample_start
+            lyric_start = time.perf_counter()
+            metrics.update(lyric_metrics(samples, CopyIndex(texts["train"])))
+            metrics.update(reference_metrics(texts["train"], texts["val"]))
+            metrics["lyric_metric_seconds"] = time.perf_counter() - lyric_start
             mlflow.log_artifacts(tmp)
         metrics["wall_seconds"] = time.perf_counter() - started
         mlflow.log_metrics(metrics)

@@ -169,3 +169,23 @@ def test_killed_worker_trial_is_retried_and_no_run_stays_running(tmp_path):
     assert not [r for r in all_runs if r.info.status == "RUNNING"]
     dead = next(r for r in all_runs if r.info.run_id == trials[0].user_attrs["mlflow_run_id"])
     assert dead.info.status == "FAILED" and "worker died" in dead.data.tags["error"]
+
+
+def test_registry_alias_moves_to_a_better_trial_and_generate_uses_it(tmp_path, capsys):
+    from lyricslab import generate
+
+    args = setup_sweep(tmp_path, n=1, params="  optimizer.learning_rate: choice(0.01, 1e-9)\n")
+    study = sweep.open_study(sweep.load(*[sweep.parse_args(args)[i] for i in (0, 3, 4)]))
+    study.enqueue_trial({"optimizer.learning_rate": 1e-9})  # a poor first "best"
+    assert sweep.main(args) == 0
+    client = mlflow.MlflowClient()
+    first = client.get_model_version_by_alias("lyricslab-t", "best")
+    study.enqueue_trial({"optimizer.learning_rate": 0.01})  # the resume finds a better trial
+    assert sweep.main([*args, "n_trials=2"]) == 0
+    moved = client.get_model_version_by_alias("lyricslab-t", "best")
+    assert int(moved.version) == int(first.version) + 1
+    assert moved.run_id == study_of(tmp_path).best_trial.user_attrs["mlflow_run_id"] != first.run_id
+    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    assert generate.main(["model_uri=models:/lyricslab-t@best", f"tracking_uri={uri}", "max_tokens=10"]) == 0
+    assert generate.main(["sweep=t", f"tracking_uri={uri}", "max_tokens=10"]) == 0
+    assert capsys.readouterr().out.count("=== song 1") == 2

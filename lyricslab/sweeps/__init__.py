@@ -1,1 +1,9 @@
 """Optuna sweeps over Hydra config groups (search spaces, storage, MLflow parent runs)."""
+
+import warnings
+
+import optuna
+
+# We rely on two APIs Optuna still flags experimental (RetryFailedTrialCallback, TPE's `group`);
+# the flag is a note for us, not for users reading sweep output.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

@@ -104,6 +104,30 @@ def _plots(study: optuna.Study, spec: SweepSpec, out: Path) -> list[str]:
     return made
 
 
+def registered_name(spec: SweepSpec) -> str:
+    return f"lyricslab-{spec.study_name}"
+
+
+def register_best(spec: SweepSpec, run_id: str) -> str:
+    """Register the best trial's model folder; the `best` alias moves only when the best trial changes."""
+    client = mlflow.MlflowClient()
+    name = registered_name(spec)
+    try:
+        client.get_registered_model(name)
+    except mlflow.exceptions.MlflowException:
+        client.create_registered_model(name, description=f"Best model of the lyricslab sweep {spec.study_name!r}")
+    try:
+        current = client.get_model_version_by_alias(name, "best")
+    except mlflow.exceptions.MlflowException:
+        current = None
+    if current is not None and current.run_id == run_id:
+        return current.version
+    source = f"{client.get_run(run_id).info.artifact_uri}/model"
+    version = client.create_model_version(name, source=source, run_id=run_id, tags={"sweep": spec.study_name})
+    client.set_registered_model_alias(name, "best", version.version)
+    return version.version
+
+
 def best_config_path(spec: SweepSpec, cfg: Any) -> Path:
     """A copy of best_config.yaml beside the tracking store, so re-running needs no download."""
     root = Path(str(cfg.tracking.artifact_root)).parent
@@ -133,6 +157,11 @@ def finish_parent(study: optuna.Study, spec: SweepSpec, run_id: str, best_config
     if best and not spec.multi_objective:
         for key, value in best[0].params.items():
             client.set_tag(run_id, f"best.{key}", str(value))
+        best_run = best[0].user_attrs.get(RUN_ATTR)
+        if best_run:
+            client.set_tag(run_id, "best_run_id", best_run)
+            version = register_best(spec, best_run)
+            client.set_tag(run_id, "registered_model", f"models:/{registered_name(spec)}@best (version {version})")
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         frame = study.trials_dataframe(attrs=("number", "state", "values", "params", "user_attrs", "duration"))

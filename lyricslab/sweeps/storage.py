@@ -1,6 +1,6 @@
 """Optuna storage for a study: a journal file under mlruns/optuna/ by default, or any storage URL.
 
-Optuna's heartbeat (which fails the trials of dead workers so RetryFailedTrialCallback can
+Optuna's heartbeat (which fails the trials of dead workers so RetryHeartbeatStaleTrialCallback can
 re-queue them) exists only for RDB storages. `HeartbeatJournalStorage` adds the same three
 hooks to the journal storage, so Optuna's own heartbeat thread and `fail_stale_trials` run
 unchanged on the default file storage.
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import optuna
-from optuna.storages import JournalStorage, RetryFailedTrialCallback
+from optuna.storages import JournalStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
@@ -50,7 +50,7 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
 
 def make_storage(url: str | None, study_name: str, root: Path, heartbeat: dict[str, Any]) -> Any:
     """`None`/`journal` -> mlruns/optuna/<study>.log; `journal:PATH`; or an RDB URL (sqlite, postgresql, ...)."""
-    retry = RetryFailedTrialCallback(max_retry=int(heartbeat.get("max_retry", 2)))
+    retry = RetryHeartbeatStaleTrialCallback(max_retry=int(heartbeat.get("max_retry", 2)))
     interval, grace = int(heartbeat.get("interval", 10)), int(heartbeat.get("grace", 60))
     if not url or url == "journal" or url.startswith("journal:"):
         path = Path(url.split(":", 1)[1]) if url and ":" in url else root / "optuna" / f"{study_name}.log"

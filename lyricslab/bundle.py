@@ -1,0 +1,96 @@
+"""A trained model as one folder: model.keras + tokenizer/ + config.yaml.
+
+It is logged as a run's `model/` artifact, so a run id or a registry version
+(`models:/lyricslab-<study>@best`) is all generation needs: nothing from training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lyricslab.tokenizers import Tokenizer, load_tokenizer
+
+MODEL_DIR = "model"
+
+
+class BundleError(Exception):
+    """A run or model URI that cannot be generated from; the message says which to pick instead."""
+
+
+@dataclass
+class Bundle:
+    model: Any
+    tokenizer: Tokenizer
+    cfg: Any
+    source: str
+
+
+def save_bundle(folder: Path, model: Any, tokenizer: Tokenizer, cfg: Any) -> Path:
+    from omegaconf import OmegaConf
+
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save(folder / "model.keras")
+    tokenizer.save(folder / "tokenizer")
+    (folder / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    return folder
+
+
+def load_folder(folder: Path, source: str) -> Bundle:
+    import keras
+    from omegaconf import OmegaConf
+
+    if not (folder / "model.keras").exists():
+        raise BundleError(f"{source} has no model.keras; pick a FINISHED training run")
+    model = keras.saving.load_model(folder / "model.keras", safe_mode=True)
+    return Bundle(model, load_tokenizer(folder / "tokenizer"), OmegaConf.load(folder / "config.yaml"), source)
+
+
+def load_run(run_id: str) -> Bundle:
+    import mlflow
+
+    try:
+        run = mlflow.get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        raise BundleError(f"no MLflow run {run_id!r} in {mlflow.get_tracking_uri()}; copy a run id from "
+                          f"`make ui` or the end of a training") from None
+    names = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, MODEL_DIR)}
+    if f"{MODEL_DIR}/model.keras" not in names:
+        raise BundleError(f"run {run_id} ({run.info.status}) has no model artifact; it failed or was pruned before "
+                          f"saving one. Pick a FINISHED run")
+    folder = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=MODEL_DIR)
+    return load_folder(Path(folder), f"run {run_id}")
+
+
+def load_model_uri(uri: str) -> Bundle:
+    import mlflow
+
+    try:
+        folder = mlflow.artifacts.download_artifacts(artifact_uri=uri)
+    except mlflow.exceptions.MlflowException as err:
+        raise BundleError(f"cannot resolve {uri} ({str(err).splitlines()[0]}); registered models are named "
+                          f"lyricslab-<study>, e.g. models:/lyricslab-demo@best") from None
+    return load_folder(Path(folder), uri)
+
+
+def _sweep_parent(study: str):
+    import mlflow
+
+    parents = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                                 filter_string=f"tags.sweep = '{study}' and tags.`lyricslab.role` = 'sweep-parent'")
+    if not parents:
+        raise BundleError(f"no sweep named {study!r} in {mlflow.get_tracking_uri()}; run `make sweep` first")
+    return parents[0]
+
+
+def sweep_parent_id(study: str) -> str:
+    return _sweep_parent(study).info.run_id
+
+
+def sweep_best_run(study: str) -> str:
+    """The run id of a sweep's best trial, from its MLflow parent run."""
+    best = _sweep_parent(study).data.tags.get("best_run_id")
+    if not best:
+        raise BundleError(f"sweep {study!r} has no finished trial yet")
+    return best

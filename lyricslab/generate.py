@@ -1,0 +1,112 @@
+"""Generate lyrics from a trained run, a registered model, or a sweep's best trial.
+
+    python -m lyricslab.generate run_id=<id> [prompt="I remember"] [structure=chorus] [n=3]
+    python -m lyricslab.generate model_uri=models:/lyricslab-demo@best temperature=0.7 top_p=0.9
+    python -m lyricslab.generate sweep=demo max_tokens=400 seed=1 --out songs.txt
+
+Options (key=value): prompt, structure (verse, chorus, bridge, ...: the section the song starts
+with), temperature (>0; default 0.8), top_k, top_p, sampler (random | greedy | beam),
+max_tokens (default 300), n (default 1), seed (default 0), out (or --out FILE),
+tracking_uri (default sqlite:///mlruns/mlflow.db).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+INTS = {"top_k", "max_tokens", "n", "seed"}
+FLOATS = {"temperature", "top_p"}
+KEYS = {"run_id", "model_uri", "sweep", "prompt", "structure", "sampler", "out", "tracking_uri"} | INTS | FLOATS
+
+
+class UsageError(ValueError):
+    pass
+
+
+def parse_args(argv: list[str]) -> dict:
+    opts: dict = {"prompt": "", "structure": "verse", "temperature": 0.8, "top_k": None, "top_p": None,
+                  "sampler": "random", "max_tokens": 300, "n": 1, "seed": 0, "out": None,
+                  "tracking_uri": "sqlite:///mlruns/mlflow.db"}
+    args = list(argv)
+    while args:
+        arg = args.pop(0)
+        if arg in ("-h", "--help"):
+            print(__doc__.strip())
+            sys.exit(0)
+        if arg == "--out":
+            if not args:
+                raise UsageError("--out needs a file name")
+            opts["out"] = args.pop(0)
+            continue
+        key, eq, value = arg.lstrip("-").partition("=")
+        if not eq or key not in KEYS:
+            raise UsageError(f"unknown argument {arg!r}; expected key=value with key in {sorted(KEYS)}")
+        try:
+            opts[key] = int(value) if key in INTS else float(value) if key in FLOATS else value
+        except ValueError:
+            raise UsageError(f"{key} must be a number, not {value!r}") from None
+    sources = [k for k in ("run_id", "model_uri", "sweep") if opts.get(k)]
+    if len(sources) != 1:
+        raise UsageError("pass exactly one of run_id=<id>, model_uri=models:/<name>@best or sweep=<study>")
+    if opts["sampler"] not in ("random", "greedy", "beam"):
+        raise UsageError(f"sampler must be random, greedy or beam, not {opts['sampler']!r}")
+    if opts["sampler"] == "random" and opts["temperature"] <= 0:
+        raise UsageError(f"temperature must be > 0 (got {opts['temperature']}); for deterministic output use "
+                         f"sampler=greedy")
+    if opts["n"] < 1 or opts["max_tokens"] < 1:
+        raise UsageError("n and max_tokens must be at least 1")
+    return opts
+
+
+def start_text(structure: str, prompt: str) -> str:
+    """'[chorus]\\n' + the prompt: the model was trained on structure-tagged songs."""
+    tag = structure.strip().strip("[]").lower()
+    head = f"[{tag}]\n" if tag else ""
+    return head + prompt
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        opts = parse_args(sys.argv[1:] if argv is None else argv)
+    except UsageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import mlflow
+    from tqdm.auto import tqdm
+
+    from lyricslab.bundle import BundleError, load_model_uri, load_run, sweep_best_run
+    from lyricslab.decoding import make_cache
+    from lyricslab.generation import generate
+
+    mlflow.set_tracking_uri(opts["tracking_uri"])
+    try:
+        if opts.get("model_uri"):
+            bundle = load_model_uri(opts["model_uri"])
+        else:
+            bundle = load_run(opts.get("run_id") or sweep_best_run(opts["sweep"]))
+    except BundleError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    cache = make_cache(bundle.model)
+    prompt = start_text(opts["structure"], opts["prompt"])
+    songs = []
+    # One bar per song: a long song on a big model takes a while on CPU.
+    for i in tqdm(range(opts["n"]), desc="generating", unit="song", disable=opts["n"] < 2, file=sys.stderr):
+        songs += generate(bundle.model, bundle.tokenizer, prompt, n=1, max_tokens=opts["max_tokens"],
+                          temperature=opts["temperature"], top_k=opts["top_k"], top_p=opts["top_p"],
+                          sampler=opts["sampler"], seed=opts["seed"] + i, cache=cache)
+    text = "\n\n".join(f"=== song {i + 1} ({bundle.source}) ===\n{song}" for i, song in enumerate(songs)) + "\n"
+    if opts["out"]:
+        Path(opts["out"]).write_text(text)
+        print(f"wrote {len(songs)} song(s) to {opts['out']}", file=sys.stderr)
+    else:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
