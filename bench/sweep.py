@@ -132,13 +132,14 @@ def memory(n: int = 20) -> dict:
     return report("sweep memory (20 tiny trials, one process)", rows)
 
 
-def run() -> None:
+def run(parts: tuple[str, ...] = ("memory", "overhead", "pruning")) -> None:
     shutil.rmtree(ROOT, ignore_errors=True)
     ROOT.mkdir(parents=True)
-    memory()
-    overhead()
-    pruning()
+    for part in parts:
+        globals()[part]()
 
 
 if __name__ == "__main__":
-    run()
+    import sys
+
+    run(tuple(sys.argv[1:]) or ("memory", "overhead", "pruning"))

@@ -177,8 +177,8 @@ def objective_factory(spec, parent_run_id: str):
         try:
             values = sample(trial, spec.space, spec.fixed_values)
             cfg = compose_trial(spec, values)
-            callbacks = [] if spec.multi_objective or spec.pruner.get("name") == "none" else \
-                [KerasPruningCallback(trial, monitor=monitor)]
+            # Reports every epoch (NopPruner just never prunes): curves for the intermediate-values plot.
+            callbacks = [] if spec.multi_objective else [KerasPruningCallback(trial, monitor=monitor)]
             metrics = train(cfg, callbacks=callbacks, parent_run_id=parent_run_id, tags=tags, on_run_start=on_start)
         except optuna.TrialPruned:
             steps = trial.storage.get_trial(trial._trial_id).intermediate_values
