@@ -33,8 +33,13 @@ def _texts(tokenizer: Tokenizer, rows: np.ndarray, start: int) -> list[str]:
 
 
 def generate_ids(model: Any, start: np.ndarray, n: int, max_tokens: int, sampler: Any,
-                 cache: Any = None, stop_at_eos: bool = True) -> np.ndarray:
-    """n continuations of `start`, one token per step with a state/KV cache; stops at <eos>."""
+                 cache: Any = None, stop_at_eos: bool = True, row_temperatures: Sequence[float] | None = None
+                 ) -> np.ndarray:
+    """n continuations of `start`, one token per step with a state/KV cache; stops at <eos>.
+
+    `row_temperatures` (one per row, with a temperature-1 sampler) samples several temperatures
+    in one batched call instead of one call each.
+    """
     import tensorflow as tf
 
     tf.get_logger().setLevel("ERROR")  # a new graph per call is intended: no retracing warnings
@@ -51,11 +56,18 @@ def generate_ids(model: Any, start: np.ndarray, n: int, max_tokens: int, sampler
     mask = np.zeros((n, total), dtype=bool)
     mask[:, :length] = True
 
+    step = cache.next
+    if row_temperatures is not None:
+        scale = tf.constant(np.asarray(row_temperatures, dtype=np.float32)[:, None])
+
+        def step(prompt, state, index):
+            logits, hidden, state = cache.next(prompt, state, index)
+            return logits / scale, hidden, state
+
     @tf.function  # one graph for the prefill and the whole sampling loop
     def run(ids, mask):
         state = cache.prefill(ids, length)
-        return sampler(cache.next, ids, state, index=length, mask=mask,
-                       stop_token_ids=[EOS_ID] if stop_at_eos else None)
+        return sampler(step, ids, state, index=length, mask=mask, stop_token_ids=[EOS_ID] if stop_at_eos else None)
 
     return np.asarray(run(tf.constant(ids), tf.constant(mask)))
 
@@ -67,6 +79,18 @@ def generate(model: Any, tokenizer: Tokenizer, prompt: str, n: int = 1, max_toke
     start = prompt_ids(tokenizer, prompt)
     chosen = make_sampler(sampler if sampler in ("greedy", "beam") else "random", temperature, top_k, top_p, seed)
     rows = generate_ids(model, start, n, max_tokens, chosen, cache=cache)
+    return _texts(tokenizer, rows, len(start))
+
+
+def generate_at_temperatures(model: Any, tokenizer: Tokenizer, prompt: str, temperatures: Sequence[float],
+                             max_tokens: int, seed: int = 0, cache: Any = None) -> list[str]:
+    """One song per temperature for the same prompt, in a single batched decoding call."""
+    for t in temperatures:
+        if t <= 0:
+            raise ValueError(f"temperature must be > 0 (got {t}); for deterministic output use sampler=greedy")
+    start = prompt_ids(tokenizer, prompt)
+    rows = generate_ids(model, start, len(temperatures), max_tokens, make_sampler("random", 1.0, seed=seed),
+                        cache=cache, row_temperatures=temperatures)
     return _texts(tokenizer, rows, len(start))
 
 

@@ -27,7 +27,7 @@ from lyricslab.data import load_splits  # noqa: E402
 from lyricslab.data.prepare import SPLITS  # noqa: E402
 from lyricslab.bundle import save_bundle  # noqa: E402
 from lyricslab.decoding import make_cache  # noqa: E402
-from lyricslab.generation import generate, unescape_prompt  # noqa: E402
+from lyricslab.generation import generate_at_temperatures, unescape_prompt  # noqa: E402
 from lyricslab.lyric_metrics import CopyIndex, lyric_metrics, reference_metrics  # noqa: E402
 from lyricslab.models import build_model  # noqa: E402
 from lyricslab.optim import build_optimizer, scheduler_callbacks  # noqa: E402
@@ -125,10 +125,11 @@ def write_samples(model: keras.Model, tokenizer: Tokenizer, cfg: Any, path: Path
     """One song per prompt and temperature (fixed prompts and seed), written to samples.txt."""
     cache = make_cache(model)
     blocks, texts = [], []
+    temperatures = [float(t) for t in cfg.samples.temperatures]
     for i, prompt in enumerate(cfg.samples.prompts):
-        for temperature in cfg.samples.temperatures:
-            text = generate(model, tokenizer, prompt, n=1, max_tokens=int(cfg.samples.max_tokens),
-                            temperature=float(temperature), seed=int(cfg.trainer.seed) + i, cache=cache)[0]
+        songs = generate_at_temperatures(model, tokenizer, prompt, temperatures, int(cfg.samples.max_tokens),
+                                         seed=int(cfg.trainer.seed) + i, cache=cache)
+        for temperature, text in zip(temperatures, songs):
             texts.append(text)
             blocks.append(f"=== prompt {unescape_prompt(prompt)!r}, temperature {temperature} ===\n{text}\n")
     path.write_text("\n".join(blocks))

@@ -111,3 +111,17 @@ def test_word_tokenizer_generation_decodes_text():
     net = build_model(compose(tiny("gru")), tok.vocab_size)
     out = generate_text(net, tok, "[verse]\n", n=1, max_tokens=5, temperature=1.0, seed=0)
     assert out[0].startswith("[Verse]\n")
+
+
+def test_row_temperatures_batch_matches_separate_calls_statistically():
+    """A near-zero row temperature must act greedily while a high one stays random, in one batched call."""
+    from lyricslab.generation import generate_at_temperatures
+
+    tok = train_tokenizer(OmegaConf.create({"kind": "char"}), ["[verse]\nabcdefghij klmnop"])
+    net = build_model(compose(tiny("lstm")), tok.vocab_size)
+    cold_hot = generate_at_temperatures(net, tok, "[verse]\n", [1e-4, 1e-4, 5.0], max_tokens=30, seed=0)
+    greedy = generate_text(net, tok, "[verse]\n", max_tokens=30, sampler="greedy")[0]
+    assert cold_hot[0] == cold_hot[1] == greedy
+    assert cold_hot[2] != greedy
+    with pytest.raises(ValueError, match="sampler=greedy"):
+        generate_at_temperatures(net, tok, "x", [0.0], max_tokens=3)
