@@ -103,6 +103,7 @@ def overhead() -> dict:
         rows[f"trial {t.number}: seconds (fit / eval / samples / total)"] = \
             f"{m['train_seconds']:.1f} / {m['eval_seconds']:.1f} / {m['sample_seconds']:.1f} / {total:.1f}"
         rows[f"trial {t.number}: share outside fit+evaluate (target <= 0.03)"] = outside / total
+        rows[f"trial {t.number}: lyric metrics share of trial (target <= 0.02)"] = m["lyric_metric_seconds"] / total
     return report("sweep overhead per trial", rows)
 
 
