@@ -71,9 +71,8 @@ def test_training_logs_lyric_metrics_and_human_references(trained_run):
 ])
 def test_generate_errors_are_one_clear_line(trained_run, args, message, capsys):
     run_id, uri, _ = trained_run
-    base = [] if any(a.startswith("run_id") for a in args) or not args else [f"run_id={run_id}"]
-    if not args:
-        base = []
+    needs_source = args and not any(a.startswith("run_id") for a in args)
+    base = [f"run_id={run_id}"] if needs_source else []
     assert generate.main([*base, *args, f"tracking_uri={uri}"]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1

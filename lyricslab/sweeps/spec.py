@@ -121,7 +121,7 @@ def validate(spec: SweepSpec) -> None:
 
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         try:
-            base = compose("config", overrides=spec.fixed)
+            compose("config", overrides=spec.fixed)
         except HydraException as err:
             raise SpaceError(f"{spec.path.name}: fixed overrides do not compose: {err}".splitlines()[0]) from None
         for obj in spec.objectives:
@@ -149,4 +149,3 @@ def validate(spec: SweepSpec) -> None:
                 and spec.pruner.get("name") != "none":
             raise SpaceError(f"{spec.path.name}: pruning needs a per-epoch objective ({', '.join(PER_EPOCH_METRICS)}); "
                              f"set pruner.name: none for {spec.objectives[0].metric}")
-        del base
