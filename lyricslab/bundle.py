@@ -37,14 +37,18 @@ def save_bundle(folder: Path, model: Any, tokenizer: Tokenizer, cfg: Any) -> Pat
     return folder
 
 
-def load_folder(folder: Path, source: str) -> Bundle:
+def load_folder(folder: Path, source: str, extras: Path | None = None) -> Bundle:
+    """Load a bundle; `extras` is where tokenizer/ and config.yaml are when the folder lacks them."""
     import keras
     from omegaconf import OmegaConf
 
     if not (folder / "model.keras").exists():
         raise BundleError(f"{source} has no model.keras; pick a FINISHED training run")
+    home = folder if (folder / "tokenizer").exists() else extras
+    if home is None or not (home / "tokenizer").exists() or not (home / "config.yaml").exists():
+        raise BundleError(f"{source} has no tokenizer/ or config.yaml beside its model; pick a FINISHED training run")
     model = keras.saving.load_model(folder / "model.keras", safe_mode=True)
-    return Bundle(model, load_tokenizer(folder / "tokenizer"), OmegaConf.load(folder / "config.yaml"), source)
+    return Bundle(model, load_tokenizer(home / "tokenizer"), OmegaConf.load(home / "config.yaml"), source)
 
 
 def load_run(run_id: str) -> Bundle:
@@ -59,8 +63,15 @@ def load_run(run_id: str) -> Bundle:
     if f"{MODEL_DIR}/model.keras" not in names:
         raise BundleError(f"run {run_id} ({run.info.status}) has no model artifact; it failed or was pruned before "
                           f"saving one. Pick a FINISHED run")
-    folder = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=MODEL_DIR)
-    return load_folder(Path(folder), f"run {run_id}")
+    folder = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=MODEL_DIR))
+    extras = None
+    if not (folder / "tokenizer").exists():  # runs from before the bundle kept these at the run's root only
+        root = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id)}
+        if {"tokenizer", "config.yaml"} <= root:
+            extras = folder.parent / "run-root"
+            mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="tokenizer", dst_path=str(extras))
+            mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="config.yaml", dst_path=str(extras))
+    return load_folder(folder, f"run {run_id}", extras)
 
 
 def load_model_uri(uri: str) -> Bundle:

@@ -124,3 +124,21 @@ def test_row_temperatures_batch_matches_separate_calls_statistically():
     assert cold_hot[2] != greedy
     with pytest.raises(ValueError, match="sampler=greedy"):
         generate_at_temperatures(net, tok, "x", [0.0], max_tokens=3)
+
+
+def test_generate_reads_tokenizer_from_the_run_root_and_reports_a_missing_one(trained_run, tmp_path, capsys):
+    """Runs that keep only model.keras under model/ (tokenizer and config at the root) still generate."""
+    import mlflow
+
+    run_id, uri, _ = trained_run
+    mlflow.set_tracking_uri(uri)
+    local = mlflow.artifacts.download_artifacts(run_id=run_id, dst_path=str(tmp_path / "dl"))
+    with mlflow.start_run() as old_layout:
+        mlflow.log_artifact(f"{local}/model/model.keras", "model")
+        mlflow.log_artifacts(f"{local}/tokenizer", "tokenizer")
+        mlflow.log_artifact(f"{local}/config.yaml")
+    assert generate.main([f"run_id={old_layout.info.run_id}", f"tracking_uri={uri}", "max_tokens=8"]) == 0
+    with mlflow.start_run() as no_tokenizer:
+        mlflow.log_artifact(f"{local}/model/model.keras", "model")
+    assert generate.main([f"run_id={no_tokenizer.info.run_id}", f"tracking_uri={uri}"]) == 2
+    assert "has no tokenizer/ or config.yaml" in capsys.readouterr().err
