@@ -5,9 +5,11 @@ Plain function, no Hydra main here (see run.py), so sweeps and tests call it dir
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -32,7 +34,7 @@ from lyricslab.lyric_metrics import CopyIndex, lyric_metrics, reference_metrics 
 from lyricslab.models import build_model  # noqa: E402
 from lyricslab.optim import build_optimizer, scheduler_callbacks  # noqa: E402
 from lyricslab.plots import learning_curves  # noqa: E402
-from lyricslab.tokenizers import UNK_ID, Tokenizer, train_tokenizer  # noqa: E402
+from lyricslab.tokenizers import UNK_ID, Tokenizer, load_tokenizer, train_tokenizer  # noqa: E402
 from lyricslab.windows import Windows, make_windows, to_dataset  # noqa: E402
 
 
@@ -136,6 +138,31 @@ def write_samples(model: keras.Model, tokenizer: Tokenizer, cfg: Any, path: Path
     return texts
 
 
+def tokenize_splits(tok_cfg: Any, texts: dict[str, list[str]], cache_path: Path | None
+                    ) -> tuple[Tokenizer, dict[str, np.ndarray]]:
+    """Train the tokenizer on the train split and encode every split, once per data + tokenizer config.
+
+    Sweep trials that share both reuse the saved tokenizer and token streams instead of
+    retraining BPE and re-encoding every song per trial.
+    """
+    key = hashlib.sha256(json.dumps(OmegaConf.to_container(tok_cfg, resolve=True), sort_keys=True).encode())
+    folder = Path(f"{cache_path}-tok-{key.hexdigest()[:12]}") if cache_path is not None else None
+    if folder is not None and (folder / "streams.npz").exists():
+        with np.load(folder / "streams.npz") as saved:
+            return load_tokenizer(folder / "tokenizer"), {name: saved[name] for name in SPLITS}
+    tokenizer = train_tokenizer(tok_cfg, texts["train"])
+    streams = {name: tokenizer.encode_songs(texts[name]) for name in SPLITS}
+    if folder is not None:
+        tmp = Path(f"{folder}.{os.getpid()}.tmp")  # parallel workers: build aside, rename into place
+        tokenizer.save(tmp / "tokenizer")
+        np.savez(tmp / "streams.npz", **streams)
+        try:
+            tmp.rename(folder)
+        except OSError:  # another worker got there first; its copy is identical
+            shutil.rmtree(tmp, ignore_errors=True)
+    return tokenizer, streams
+
+
 def train(cfg: Any, callbacks: Sequence[keras.callbacks.Callback] = (), parent_run_id: str | None = None,
           tags: dict[str, str] | None = None, on_run_start: Callable[[str], None] | None = None) -> dict[str, float]:
     """Train one model as configured; log everything to one MLflow run; return the final metrics.
@@ -148,9 +175,8 @@ def train(cfg: Any, callbacks: Sequence[keras.callbacks.Callback] = (), parent_r
     configure_runtime(cfg.trainer)
     tr = cfg.trainer
     splits = load_splits(cfg.data, cfg.data_size.songs)
-    tokenizer = train_tokenizer(cfg.tokenizer, splits.train)
     texts = {name: getattr(splits, name) for name in SPLITS}
-    streams = {name: tokenizer.encode_songs(texts[name]) for name in SPLITS}
+    tokenizer, streams = tokenize_splits(cfg.tokenizer, texts, splits.cache_path)
     chars = {name: sum(len(s) + 1 for s in texts[name]) for name in SPLITS}  # +1: the end-of-song mark
     windows = {name: make_windows(streams[name], tr.seq_len, pad_last=name != "train") for name in SPLITS}
 

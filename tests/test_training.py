@@ -93,3 +93,21 @@ def test_validation_nll_metric_ignores_padding_exactly():
     exact = evaluate_split(model, windows, chars=1000, batch_size=4, prefix="")
     assert exact["tokens"] == len(stream) + 1 - 1  # every real token once (stream + leading <eos>, minus one)
     assert keras_nll == pytest.approx(exact["loss"], rel=1e-5)
+
+
+def test_tokenizer_and_streams_are_cached_per_data_and_tokenizer_config(tmp_path):
+    from omegaconf import OmegaConf
+
+    from lyricslab.train import tokenize_splits
+
+    texts = {"train": ["[verse]\nlanterns on the pier tonight"] * 3, "val": ["[chorus]\nthe pier"],
+             "test": ["[verse]\nlanterns"]}
+    cfg = OmegaConf.create({"kind": "subword", "vocab_size": 300, "min_freq": 1})
+    tok, streams = tokenize_splits(cfg, texts, tmp_path / "abc")
+    assert len(list(tmp_path.glob("abc-tok-*"))) == 1
+    again, cached = tokenize_splits(cfg, {k: [] for k in texts}, tmp_path / "abc")  # no text: must come from disk
+    assert again.vocab_size == tok.vocab_size
+    assert all(cached[k].tolist() == streams[k].tolist() for k in texts)
+    tokenize_splits(OmegaConf.create({"kind": "char"}), texts, tmp_path / "abc")
+    assert len(list(tmp_path.glob("abc-tok-*"))) == 2  # another tokenizer config, another entry
+    assert not list(tmp_path.glob("*.tmp"))

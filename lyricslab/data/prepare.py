@@ -28,6 +28,7 @@ class Splits:
     test: list[str]
     frame: pd.DataFrame = field(repr=False)  # one row per kept song, with its split
     report: dict[str, Any] = field(default_factory=dict)
+    cache_path: Path | None = None  # <cache_dir>/<key>: prefix for anything derived from these splits
 
     def summary(self) -> dict[str, Any]:
         """Songs and characters per split (tokens are added once a tokenizer exists)."""
@@ -121,4 +122,4 @@ def load_splits(cfg: Any, songs: int | None, cache_dir: str | Path | None = None
     if empty:
         raise DataError(f"the {', '.join(empty)} split is empty with {len(frame)} songs; use a larger data_size "
                         f"(data_size.songs=...) or raise data.val_fraction/data.test_fraction")
-    return Splits(frame=frame, report=report, **by_split)
+    return Splits(frame=frame, report=report, cache_path=cache_dir / key, **by_split)
