@@ -1,5 +1,9 @@
 """Char, word and subword tokenizers with one interface; structure tags and <eos> are single tokens.
 
+Every tokenizer is lossless: decode(encode(text)) == text for any text, seen or not. Char and
+word fall back to UTF-8 byte tokens for characters they never saw, and word spells rare words
+in characters, so no <unk> is ever produced and bits/char is a true code length.
+
 Char and word tokenizers are written here because each is a vocabulary plus a regex: keras_hub's
 UnicodeCodepointTokenizer and WordPieceTokenizer cannot keep `[chorus]` as one token, and a
 numpy lookup table encodes millions of characters per second. Subword uses Hugging Face
@@ -57,14 +61,25 @@ class Tokenizer:
         return folder
 
 
+# Byte fallback: a character outside the vocabulary is spelled as its UTF-8 bytes, so every
+# text encodes and decodes losslessly and bits/char is a true code length (no <unk> shortcut).
+BYTE_TOKENS = [f"<0x{b:02X}>" for b in range(256)]
+BYTES_START = len(SPECIALS)
+
+
 class _VocabTokenizer(Tokenizer):
-    """Shared by char and word: an explicit token list, specials first."""
+    """Shared by char and word: an explicit token list (specials, 256 bytes, learned pieces).
+
+    A text is the concatenation of its tokens' strings, so decoding is a join; byte tokens are
+    gathered and decoded as UTF-8.
+    """
 
     def __init__(self, tokens: list[str]):
-        if tokens[: len(SPECIALS)] != SPECIALS:
-            raise ValueError("vocabulary must start with the special tokens")
+        if tokens[: len(SPECIALS)] != SPECIALS or tokens[BYTES_START:BYTES_START + 256] != BYTE_TOKENS:
+            raise ValueError("vocabulary must start with the special tokens and the 256 byte tokens; "
+                             "retrain the tokenizer (it was saved by an older lyricslab)")
         self.tokens = tokens
-        self.index = {t: i for i, t in enumerate(tokens)}
+        self.index = {t: i for i, t in enumerate(tokens) if i >= BYTES_START + 256 or i < len(SPECIALS)}
 
     @property
     def vocab_size(self) -> int:
@@ -86,16 +101,42 @@ class _VocabTokenizer(Tokenizer):
             out.append((False, text[pos:]))
         return out
 
+    def _spell(self, text: str) -> list[int]:
+        """Character tokens where the vocabulary has them, UTF-8 byte tokens where it doesn't."""
+        ids: list[int] = []
+        for ch in text:
+            i = self.index.get(ch)
+            ids += [i] if i is not None else [BYTES_START + b for b in ch.encode("utf-8")]
+        return ids
+
+    def decode(self, ids: Iterable[int]) -> str:
+        out: list[str] = []
+        pending = bytearray()
+        for i in map(int, ids):
+            if BYTES_START <= i < BYTES_START + 256:
+                pending.append(i - BYTES_START)
+                continue
+            if pending:
+                out.append(pending.decode("utf-8", errors="replace"))
+                pending.clear()
+            if i in (PAD_ID, UNK_ID):
+                continue
+            out.append("\n" if i == EOS_ID else self.tokens[i])
+        if pending:
+            out.append(pending.decode("utf-8", errors="replace"))
+        return "".join(out)
+
 
 class CharTokenizer(_VocabTokenizer):
     kind = "char"
 
     def __init__(self, tokens: list[str]):
         super().__init__(tokens)
-        # Codepoint -> id lookup table: encoding is one numpy gather per text piece.
-        self.table = np.full(0x110000, UNK_ID, dtype=np.int32)
-        for i, t in enumerate(tokens):
-            if len(t) == 1 and i >= len(SPECIALS):
+        # Codepoint -> id lookup table: encoding is one numpy gather per text piece; -1 marks a
+        # character the vocabulary lacks (spelled in bytes).
+        self.table = np.full(0x110000, -1, dtype=np.int32)
+        for i, t in enumerate(tokens[BYTES_START + 256:], start=BYTES_START + 256):
+            if len(t) == 1:
                 self.table[ord(t)] = i
 
     @classmethod
@@ -103,28 +144,28 @@ class CharTokenizer(_VocabTokenizer):
         chars: set[str] = set()
         for text in texts:
             chars.update(TAG_PATTERN.sub("", text))
-        return cls(SPECIALS + sorted(chars))
+        return cls(SPECIALS + BYTE_TOKENS + sorted(chars))
 
     def encode(self, text: str) -> np.ndarray:
         parts = []
         for is_tag, piece in self._pieces(text):
             if is_tag:
                 parts.append(np.array([self.index[piece]], dtype=np.int32))
-            else:
-                codes = np.frombuffer(piece.encode("utf-32-le"), dtype=np.uint32)
-                parts.append(self.table[codes])
+                continue
+            ids = self.table[np.frombuffer(piece.encode("utf-32-le"), dtype=np.uint32)]
+            if (ids < 0).any():  # rare: unseen characters, spelled one by one
+                ids = np.asarray(self._spell(piece), dtype=np.int32)
+            parts.append(ids)
         return np.concatenate(parts) if parts else np.empty(0, dtype=np.int32)
 
-    def decode(self, ids: Iterable[int]) -> str:
-        return "".join("" if i == PAD_ID else self.tokens[i] if i != EOS_ID else "\n" for i in map(int, ids))
 
-
-WORD_RE = re.compile(r"\n|\w+(?:['’-]\w+)*|[^\w\s]")
-_NO_SPACE_BEFORE = set(",.!?;:)]}'’…")
-_NO_SPACE_AFTER = set("([{\n")
+# Words keep the space before them (" harbour"), like GPT-2's pieces, so whitespace survives.
+WORD_RE = re.compile(r" ?\w+(?:['’-]\w+)*| ?[^\w\s]|\n| +|\s")
 
 
 class WordTokenizer(_VocabTokenizer):
+    """Words with their leading space, punctuation and whitespace; rare words spelled in characters."""
+
     kind = "word"
 
     @classmethod
@@ -132,31 +173,27 @@ class WordTokenizer(_VocabTokenizer):
         vocab_size = int(getattr(cfg, "vocab_size", None) or 8000)
         min_freq = int(getattr(cfg, "min_freq", None) or 1)
         counts: Counter = Counter()
+        chars: set[str] = set()
         for text in texts:
-            counts.update(WORD_RE.findall(TAG_PATTERN.sub(" ", text)))
-        room = max(vocab_size - len(SPECIALS), 0)
-        words = [w for w, n in counts.most_common(room) if n >= min_freq]
-        return cls(SPECIALS + words)
+            plain = TAG_PATTERN.sub("", text)
+            chars.update(plain)
+            counts.update(WORD_RE.findall(plain))
+        # Every training character is a token (to spell rare words); words fill the rest.
+        singles = sorted(chars)
+        room = max(vocab_size - len(SPECIALS) - 256 - len(singles), 0)
+        words = [w for w, n in counts.most_common() if n >= min_freq and len(w) > 1][:room]
+        return cls(SPECIALS + BYTE_TOKENS + singles + words)
 
     def encode(self, text: str) -> np.ndarray:
         ids: list[int] = []
         for is_tag, piece in self._pieces(text):
             if is_tag:
                 ids.append(self.index[piece])
-            else:
-                ids += [self.index.get(w, UNK_ID) for w in WORD_RE.findall(piece)]
-        return np.asarray(ids, dtype=np.int32)
-
-    def decode(self, ids: Iterable[int]) -> str:
-        out: list[str] = []
-        for i in map(int, ids):
-            if i == PAD_ID:
                 continue
-            word = "\n" if i == EOS_ID else self.tokens[i]
-            if out and out[-1][-1:] not in _NO_SPACE_AFTER and word != "\n" and word[0] not in _NO_SPACE_BEFORE:
-                out.append(" ")
-            out.append(word)
-        return "".join(out)
+            for word in WORD_RE.findall(piece):
+                i = self.index.get(word)
+                ids += [i] if i is not None else self._spell(word)
+        return np.asarray(ids, dtype=np.int32)
 
 
 class SubwordTokenizer(Tokenizer):

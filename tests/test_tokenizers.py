@@ -36,14 +36,60 @@ def test_structure_tags_and_eos_are_single_tokens(kind):
     assert stream.tolist().count(EOS_ID) == 2 and stream[-1] == EOS_ID
 
 
-def test_word_tokenizer_caps_vocab_and_marks_unknowns():
-    tok = make("word", vocab_size=len(SPECIALS) + 5)
-    assert tok.vocab_size == len(SPECIALS) + 5
+def test_word_tokenizer_caps_vocab_and_spells_rare_words():
+    tok = make("word", vocab_size=len(SPECIALS) + 256 + 40)
+    assert tok.vocab_size <= len(SPECIALS) + 256 + 40
     ids = tok.encode("zebra harbour")
-    assert ids[0] == UNK_ID
+    assert UNK_ID not in ids.tolist() and len(ids) > 2  # "zebra" is spelled in characters
+    assert tok.decode(ids) == "zebra harbour"
 
 
-def test_char_tokenizer_unknown_characters():
-    tok = make("char")
-    assert tok.encode("é")[0] == UNK_ID
+def test_word_tokenizer_keeps_whitespace():
+    tok = make("word")
+    text = "Oh  harbour,\thold me\n\n  near ...  "
+    assert tok.decode(tok.encode(text)) == text
+    assert tok.encode(" harbour").tolist() == [tok.index[" harbour"]]  # a word with its space is one token
+
+
+@pytest.mark.parametrize("kind", ["char", "word"])
+def test_unseen_characters_fall_back_to_bytes(kind):
+    tok = make(kind)
+    for text in ("é", "naïve ☃ café 🎸", "\x00\x7f"):
+        ids = tok.encode(text)
+        assert UNK_ID not in ids.tolist()
+        assert tok.decode(ids) == text
+    assert len(tok.encode("🎸")) == 4  # four UTF-8 bytes
     assert tok.decode(tok.encode("Oh")) == "Oh"
+
+
+def split_songs(splits):
+    return splits.train, splits.val + splits.test
+
+
+@pytest.mark.parametrize("kind", ["char", "word", "subword"])
+def test_every_held_out_demo_song_round_trips(kind, tmp_path):
+    from lyricslab.data import load_splits
+    from tests.conftest import compose
+
+    cfg = compose([f"tokenizer={kind}", f"data.cache_dir={tmp_path}"])
+    splits = load_splits(cfg.data, cfg.data_size.songs)
+    tok = train_tokenizer(cfg.tokenizer, splits.train)
+    for song in splits.val + splits.test:
+        assert tok.decode(tok.encode(song)) == song
+        assert UNK_ID not in tok.encode(song).tolist()
+
+
+@pytest.mark.parametrize("kind", ["char", "word", "subword"])
+def test_every_unseen_dev_song_round_trips(kind, tmp_path):
+    from tests.conftest import DEV_CSV, compose
+
+    if not DEV_CSV.exists():
+        pytest.skip("needs ../shared/data/lyrics_dev.csv")
+    from lyricslab.data import load_splits
+
+    cfg = compose(["data=genius", f"data.path={DEV_CSV}", "data_size=full", f"tokenizer={kind}",
+                   f"data.cache_dir={tmp_path}"])
+    splits = load_splits(cfg.data, cfg.data_size.songs)
+    tok = train_tokenizer(cfg.tokenizer, splits.train)
+    bad = [song[:40] for song in splits.val + splits.test if tok.decode(tok.encode(song)) != song]
+    assert not bad, f"{len(bad)} songs do not round-trip, e.g. {bad[:2]}"
