@@ -38,7 +38,9 @@ def print_summary(metrics: dict[str, float], cfg: DictConfig) -> None:
             print(sample.split("\n=== ")[0][:800])
         except Exception:  # the summary must never fail a finished training
             pass
-    print(f"\nOpen the MLflow UI: make ui   (serves {cfg.tracking.uri} on http://127.0.0.1:5000)")
+    from lyricslab.tracking import ui_hint
+
+    print("\n" + ui_hint(str(cfg.tracking.uri), run.info.experiment_id if run is not None else None))
 
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import subprocess
 from pathlib import Path
 from typing import Any, Iterator
@@ -13,7 +14,8 @@ from omegaconf import DictConfig, OmegaConf
 
 import lyricslab
 
-PRUNED_EXCEPTIONS = ("TrialPruned",)  # optuna's; matched by name so training never imports optuna
+PRUNED_EXCEPTIONS = ("TrialPruned",)
+URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")  # s3:, mlflow-artifacts:, file: (not a drive letter)  # optuna's; matched by name so training never imports optuna
 
 
 def flatten(cfg: Any, prefix: str = "") -> dict[str, str]:
@@ -29,11 +31,30 @@ def flatten(cfg: Any, prefix: str = "") -> dict[str, str]:
     return out
 
 
-def setup(tracking: Any) -> str:
-    """Point MLflow at the configured store and return the experiment id (created on first use).
+def is_local_store(uri: str) -> bool:
+    """A store on this machine (sqlite file, file:// or a plain folder), as opposed to a tracking server."""
+    return uri.startswith(("sqlite:", "file:")) or "://" not in uri
 
-    With a sqlite store MLflow would put artifacts in ./mlartifacts; we pin them under mlruns/.
+
+def artifact_location(uri: str, artifact_root: Any) -> str | None:
+    """Where a new experiment keeps its artifacts.
+
+    A URI (`mlflow-artifacts:/...`, `s3://...`) is passed on unchanged. A plain folder is pinned
+    only for a local store (MLflow would otherwise use ./mlartifacts); with a tracking server
+    the server decides (`--artifacts-destination`), so a second host can read what was logged.
     """
+    root = str(artifact_root) if artifact_root else ""
+    if URI_SCHEME.match(root):
+        return root
+    if not root or not is_local_store(uri):
+        return None
+    folder = Path(root).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder.as_uri()
+
+
+def setup(tracking: Any) -> str:
+    """Point MLflow at the configured store and return the experiment id (created on first use)."""
     uri = str(tracking.uri)
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -41,12 +62,23 @@ def setup(tracking: Any) -> str:
     experiment = mlflow.get_experiment_by_name(tracking.experiment)
     if experiment is not None:
         return experiment.experiment_id
-    root = Path(str(tracking.artifact_root)).resolve()
-    root.mkdir(parents=True, exist_ok=True)
     try:
-        return mlflow.create_experiment(tracking.experiment, artifact_location=root.as_uri())
+        return mlflow.create_experiment(tracking.experiment,
+                                        artifact_location=artifact_location(uri, tracking.get("artifact_root")))
     except mlflow.exceptions.MlflowException:  # another worker created it first
         return mlflow.get_experiment_by_name(tracking.experiment).experiment_id
+
+
+def ui_hint(uri: str, experiment_id: str | None = None) -> str:
+    """How to look at the runs: `make ui` for a local store, the server's page otherwise.
+
+    The page opens on the runs table: MLflow 3's experiment page defaults to its GenAI
+    overview unless `workflowType=machine_learning` is asked for.
+    """
+    page = f"#/experiments/{experiment_id}?workflowType=machine_learning" if experiment_id else ""
+    if is_local_store(uri):
+        return f"Open the MLflow UI: make ui, then http://127.0.0.1:5000/{page}   (serves {uri})"
+    return f"Open the MLflow UI: {uri.rstrip('/')}/{page}"
 
 
 def git_commit() -> str | None:
