@@ -125,7 +125,7 @@ def test_dev_csv_reads_clean(tmp_path):
 def test_seen_hashes_marks_first_occurrences_across_blocks_and_merges():
     import numpy as np
 
-    from lyricslab.data.genius import SeenHashes
+    from lyricslab.data.dedupe import SeenHashes
 
     seen = SeenHashes(merge_every=2)
     blocks = [[5, 3, 5], [3, 7], [1, 9], [9, 5, 2], [2, 8]]

@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from tqdm.auto import tqdm
 
+from lyricslab.data.dedupe import Deduper, stable_hash
 from lyricslab.data.errors import DataError
 
 COLUMNS = ["title", "tag", "artist", "year", "views", "features", "lyrics", "id",
@@ -27,6 +28,8 @@ COLUMNS = ["title", "tag", "artist", "year", "views", "features", "lyrics", "id"
 # Columns the filters and the models need; `features` and the cld3/ft guesses are not read.
 REQUIRED = ["title", "tag", "artist", "year", "views", "lyrics", "id", "language"]
 NON_SONG_TAG = "misc"  # Genius files books, poems and transcripts under "misc"
+EXACT_DUPLICATES = "data.dedupe (exact duplicate lyrics)"
+NEAR_DUPLICATES = "data.dedupe (near-duplicate lyrics)"
 
 
 @dataclass
@@ -109,36 +112,6 @@ def _numbers(column: pa.ChunkedArray | pa.Array) -> pa.Array:
     return pc.cast(pc.if_else(numeric, text, pa.scalar(None, pa.string())), pa.float64())
 
 
-def _stable_hash(values: pa.Array) -> np.ndarray:
-    """A hash that is the same on every run and machine (pandas uses a fixed SipHash key)."""
-    return pd.util.hash_array(np.asarray(values.to_pylist(), dtype=object), categorize=False)
-
-
-class SeenHashes:
-    """Lyrics hashes seen so far, for exact-duplicate removal across a multi-GB file.
-
-    8 bytes a song in sorted numpy chunks (a Python set costs ~70), merged now and then so a
-    lookup is a few binary searches. 5M songs take ~40 MB.
-    """
-
-    def __init__(self, merge_every: int = 16):
-        self.chunks: list[np.ndarray] = []
-        self.merge_every = merge_every
-
-    def add_new(self, keys: np.ndarray) -> np.ndarray:
-        """Mark which keys are new (first occurrence, also within `keys`) and remember them."""
-        _, first = np.unique(keys, return_index=True)
-        fresh = np.zeros(len(keys), dtype=bool)
-        fresh[first] = True
-        for chunk in self.chunks:
-            pos = np.searchsorted(chunk, keys).clip(max=len(chunk) - 1)
-            fresh &= chunk[pos] != keys
-        self.chunks.append(np.sort(keys[fresh]))
-        if len(self.chunks) > self.merge_every:
-            self.chunks = [np.sort(np.concatenate(self.chunks))]
-        return fresh
-
-
 def _apply(table: pa.Table, name: str, mask: pa.Array, report: ReadReport) -> pa.Table:
     mask = pc.fill_null(mask, False)
     removed = len(table) - pc.sum(mask).as_py() if len(table) else 0
@@ -146,7 +119,7 @@ def _apply(table: pa.Table, name: str, mask: pa.Array, report: ReadReport) -> pa
     return table.filter(mask) if removed else table
 
 
-def filter_block(table: pa.Table, filters: Filters, report: ReadReport, seen: "SeenHashes") -> pa.Table:
+def filter_block(table: pa.Table, filters: Filters, report: ReadReport, deduper: Deduper) -> pa.Table:
     """Apply every configured filter to one parsed block, counting what each removes."""
     table = _apply(table, "bad rows (no lyrics or id)",
                    pc.and_(pc.is_valid(table["lyrics"]), pc.is_valid(table["id"])), report)
@@ -175,9 +148,10 @@ def filter_block(table: pa.Table, filters: Filters, report: ReadReport, seen: "S
             mask = pc.and_(mask, pc.less_equal(length, filters.max_chars))
         table = _apply(table, "data.min_chars/max_chars", mask, report)
     if filters.dedupe and len(table):
-        keys = _stable_hash(table["lyrics"].combine_chunks() if isinstance(table["lyrics"], pa.ChunkedArray)
-                            else table["lyrics"])
-        table = _apply(table, "data.dedupe (exact duplicate lyrics)", pa.array(seen.add_new(keys)), report)
+        keep, exact, near = deduper.first_copies(table["lyrics"])
+        report.removed[EXACT_DUPLICATES] += exact
+        report.removed[NEAR_DUPLICATES] += near
+        table = table.filter(pa.array(keep)) if exact or near else table
     return table
 
 
@@ -219,7 +193,7 @@ def read_songs(path: Path, filters: Filters, songs: int | None,
                         f"(or data=demo for the built-in corpus)")
     check_columns(path)
     report = ReadReport()
-    seen = SeenHashes()
+    deduper = Deduper()
     kept: pa.Table | None = None
     keys = np.empty(0, dtype=np.uint64)
     size = path.stat().st_size
@@ -227,12 +201,12 @@ def read_songs(path: Path, filters: Filters, songs: int | None,
     # A progress bar only where reading takes long enough to wonder (the real file, not the demo).
     bar = tqdm(total=size, unit="B", unit_scale=True, desc=f"reading {path.name}", disable=size < 64 << 20)
     for block in iter_blocks(source, report):
-        block = filter_block(block, filters, report, seen)
+        block = filter_block(block, filters, report, deduper)
         bar.update(source.tell() - bar.n)
         bar.set_postfix(rows=f"{report.rows:,}", kept=f"{len(keys) + len(block):,}", refresh=False)
         if not len(block):
             continue
-        block_keys = _stable_hash(block["id"].combine_chunks())
+        block_keys = stable_hash(block["id"])
         kept = block if kept is None else pa.concat_tables([kept, block])
         keys = np.concatenate([keys, block_keys])
         if songs is not None and len(keys) > songs:
