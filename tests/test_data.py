@@ -26,6 +26,19 @@ def test_multiline_quoted_lyrics_and_escaped_features_survive(tmp_path):
     assert parse_features("{}") == [] and parse_features('{"Solo"}') == ["Solo"]
 
 
+@pytest.mark.parametrize("value,names", [
+    (r'{"Ka\'mari","Juno Fixture"}', ["Ka'mari", "Juno Fixture"]),  # the Kaggle file escapes apostrophes
+    (r'{Ka\'mari,"Juno Fixture"}', ["Ka'mari", "Juno Fixture"]),  # quoted only where a space needs it
+    (r'{Zed,"Ka\'mari"}', ["Zed", "Ka'mari"]),
+    ("{Zed}", ["Zed"]),  # one bare name
+    ('{Zed,"Ada, the Second"}', ["Zed", "Ada, the Second"]),  # a comma inside quotes is part of the name
+    (r'{"Back\\slash"}', ["Back\\slash"]),  # an escaped backslash stays, once
+    ("{}", []), ("", []), (None, []),
+])
+def test_features_parse_to_clean_names(value, names):
+    assert parse_features(value) == names
+
+
 def test_malformed_rows_are_counted_skipped_and_limited(tmp_path):
     path = write_csv(tmp_path / "bad.csv", [song(i) for i in range(40)])
     with path.open("a") as f:

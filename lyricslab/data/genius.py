@@ -7,7 +7,7 @@ only the rows that can still be sampled are kept. Malformed rows are counted and
 
 from __future__ import annotations
 
-import ast
+import csv
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,7 +78,12 @@ class ReadReport:
 
 
 def parse_features(value: str | None) -> list[str]:
-    """Parse the `features` column: '{"A","B"}' (with backslash escapes) -> ['A', 'B']."""
+    """Parse the `features` column: '{"Ka\\'mari","B, Jr."}' or '{Zed}' -> ["Ka'mari", "B, Jr."] / ["Zed"].
+
+    The column is written like a Postgres array literal: elements are double-quoted only when they need to
+    be, and a backslash escapes the next character. That is CSV with a backslash escape
+    character, so the csv module parses it (Python literal syntax would choke on bare names).
+    """
     if value is None:
         return []
     inner = value.strip()
@@ -86,11 +91,8 @@ def parse_features(value: str | None) -> list[str]:
         inner = inner[1:-1]
     if not inner.strip():
         return []
-    try:  # the set literal is valid Python once braces become brackets
-        parsed = ast.literal_eval("[" + inner + "]")
-        return [str(p) for p in parsed]
-    except (ValueError, SyntaxError):
-        return [p.strip().strip('"') for p in inner.split(",") if p.strip()]
+    fields = next(csv.reader([inner], escapechar="\\", doublequote=False, skipinitialspace=True), [])
+    return [name.strip() for name in fields if name.strip()]
 
 
 def check_columns(path: Path) -> list[str]:
