@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from lyricslab.data.errors import DataError
+from lyricslab.data.files import packing_of
 from lyricslab.data.genius import EXACT_DUPLICATES, NEAR_DUPLICATES, Filters, read_songs
 from lyricslab.data.normalize import normalize_lyrics
 
@@ -50,6 +51,7 @@ def resolve_path(cfg: Any) -> Path:
         return demo_path()
     path = Path(str(cfg.path)).expanduser()
     if path.exists():
+        packing_of(path)  # a directory or an unreadable file fails here, in one line
         return path
     if not cfg.get("download", False):
         raise DataError(f"data file not found: {path}; pass data.path=/path/to/song_lyrics.csv, set GENIUS_CSV, "
@@ -126,7 +128,7 @@ def load_splits(cfg: Any, songs: int | None, cache_dir: str | Path | None = None
         removed = read_report.removed
         report = {"file": str(path), "rows": read_report.rows, "malformed_rows": read_report.malformed,
                   "malformed_examples": read_report.malformed_examples,
-                  "kept": len(frame),
+                  "rows_with_non_utf8_bytes": read_report.undecodable, "kept": len(frame),
                   "duplicates_removed": {
                       "exact": removed[EXACT_DUPLICATES] + removed[SAME_ONCE_NORMALISED],
                       "near": removed[NEAR_DUPLICATES]},
