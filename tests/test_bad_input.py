@@ -23,6 +23,7 @@ def one_line_error(path: Path, tmp_path: Path) -> str:
         load_splits(genius_cfg(path, tmp_path), None)
     message = str(err.value)
     assert "\n" not in message
+    assert not (tmp_path / "cache").exists()  # nothing half-prepared is cached
     return message
 
 
@@ -31,8 +32,8 @@ def rows(n: int = 30) -> list[dict]:
 
 
 def test_latin1_file_reads_with_replacement_and_counts_the_rows_touched(tmp_path):
-    accented = [song(i, artist="Ren\u00e9e Fixture", lyrics=f"[Verse]\nCaf\u00e9 lights at the corner {i}\nand more words here\n")
-                for i in range(5)]
+    accented = [song(i, artist="Ren\u00e9e Fixture",
+                     lyrics=f"[Verse]\nCaf\u00e9 lights at the corner {i}\nand more words here\n") for i in range(5)]
     path = tmp_path / "latin1.csv"
     write_csv(path, accented + rows(25))
     path.write_bytes(path.read_text(encoding="utf-8").encode("latin-1"))  # the same rows, Latin-1 encoded

@@ -81,18 +81,47 @@ def test_each_filter_removes_what_it_should(tmp_path):
     assert len(everything) == 9
 
 
-def test_sampling_is_nested_and_splits_are_stable(tmp_path):
-    path = write_csv(tmp_path / "many.csv", [song(i) for i in range(300)])
-    small, _ = read_songs(path, Filters(min_chars=10, dedupe=False), songs=30)
-    large, _ = read_songs(path, Filters(min_chars=10, dedupe=False), songs=120)
-    assert len(small) == 30 and len(large) == 120
-    assert set(small["id"]) < set(large["id"])  # the same songs are always chosen first
-    ids = large["id"]
-    split_all = dict(zip(ids, assign_splits(ids, 0.1, 0.1)))
-    split_small = dict(zip(small["id"], assign_splits(small["id"], 0.1, 0.1)))
-    assert all(split_all[i] == s for i, s in split_small.items())  # a song never changes split
-    counts = {s: list(split_all.values()).count(s) for s in ("train", "val", "test")}
+def test_every_song_keeps_its_split_at_every_data_size(tmp_path):
+    """Load one CSV at several data_size values: smaller samples nest in larger ones, splits never change."""
+    rows = [song(i) for i in range(400)]
+    for i in range(0, 400, 25):  # copies with scrape debris further down the file: dedupe must not break nesting
+        rows.append(song(1000 + i, lyrics=rows[i]["lyrics"].rstrip("\n") + "12Embed"))
+    path = write_csv(tmp_path / "many.csv", rows)
+
+    def load(*size: str) -> dict[str, tuple[str, str]]:
+        cfg = compose(["data=genius", f"data.path={path}", f"data.cache_dir={tmp_path}/cache", "data.min_chars=10",
+                       *size])
+        frame = load_splits(cfg.data, cfg.data_size.songs).frame
+        return {song_id: (split, lyrics) for song_id, split, lyrics in zip(frame["id"], frame["split"], frame["lyrics"])}
+
+    tiny, medium, full = load("data_size=tiny"), load("data_size=small", "data_size.songs=200"), load("data_size=full")
+    assert (len(tiny), len(medium), len(full)) == (50, 200, 400)  # the 16 debris copies are gone
+    assert set(tiny) < set(medium) < set(full)
+    assert all(medium[i] == full[i] for i in medium) and all(tiny[i] == full[i] for i in tiny)
+    # Another filter keeps another subset; a song's split still depends on the song alone.
+    recent = load("data_size=full", "data.year_min=2015")
+    assert len(recent) == 200 and all(recent[i] == full[i] for i in recent)
+    counts = {s: [split for split, _ in full.values()].count(s) for s in ("train", "val", "test")}
     assert counts["train"] > counts["val"] > 0 and counts["test"] > 0
+
+
+def test_genius_csv_environment_variable_sets_the_default_path(tmp_path, monkeypatch):
+    """conf/data/genius.yaml: path: ${oc.env:GENIUS_CSV,data/song_lyrics.csv}; data.path still wins."""
+    monkeypatch.chdir(tmp_path)  # the fallback is relative to the working directory
+    path = write_csv(tmp_path / "from_env.csv", [song(i) for i in range(30)])
+    monkeypatch.setenv("GENIUS_CSV", str(path))
+    cfg = compose(["data=genius", f"data.cache_dir={tmp_path}/cache", "data.min_chars=10"]).data
+    assert cfg.path == str(path)
+    assert load_splits(cfg, None).report["file"] == str(path)
+    other = write_csv(tmp_path / "explicit.csv", [song(i) for i in range(30)])
+    explicit = compose(["data=genius", f"data.path={other}", f"data.cache_dir={tmp_path}/cache"]).data
+    assert explicit.path == str(other)
+
+    monkeypatch.delenv("GENIUS_CSV")
+    unset = compose(["data=genius", f"data.cache_dir={tmp_path}/cache"]).data
+    assert unset.path == "data/song_lyrics.csv"
+    with pytest.raises(DataError, match=r"data file not found: data/song_lyrics.csv; .*set GENIUS_CSV"):
+        load_splits(unset, None)
 
 
 def test_load_splits_caches_by_config_and_file(tmp_path):
