@@ -4,11 +4,18 @@ from pathlib import Path
 
 import pytest
 
+import pandas as pd
+import pyarrow as pa
+
 from conftest import DEV_CSV, compose, song, write_csv
 from lyricslab.data import DataError, load_splits
-from lyricslab.data.genius import Filters, parse_features, read_songs
+from lyricslab.data.files import open_csv_stream
+from lyricslab.data.genius import REQUIRED, Filters, ReadReport, iter_blocks, parse_features, read_songs
 from lyricslab.data.normalize import normalize_lyrics, render_structure_tags, section_tag
 from lyricslab.data.prepare import assign_splits
+
+
+FIXTURE = Path(__file__).parent / "fixtures" / "genius_sample.csv"
 
 
 def genius_cfg(path: Path, tmp_path: Path, *extra: str):
@@ -154,6 +161,55 @@ def test_demo_corpus_is_shipped_and_usable(tmp_path):
     assert all("[verse]" in s and "[chorus]" in s for s in splits.train)
     assert splits.report["removed_by"]["data.language=en"] == 1  # the Spanish demo song
     assert splits.report["removed_by"]["data.drop_misc"] == 1  # the poem
+
+
+def streamed_rows(path: Path, block_size: int) -> tuple[pd.DataFrame, ReadReport]:
+    """Every row as the streaming reader yields it, block by block; empty fields as ''."""
+    report = ReadReport()
+    with open_csv_stream(path) as source:
+        table = pa.concat_tables(iter_blocks(source.stream, report, block_size=block_size))
+    return table.to_pandas().fillna(""), report
+
+
+def assert_streaming_matches_pandas(path: Path, block_size: int) -> pd.DataFrame:
+    streamed, report = streamed_rows(path, block_size)
+    expected = pd.read_csv(path, dtype=str, keep_default_na=False)
+    assert report.malformed == 0 and report.undecodable == 0
+    pd.testing.assert_frame_equal(streamed, expected[REQUIRED], check_dtype=False)
+    return expected
+
+
+def test_real_format_fixture_streams_exactly_like_pandas():
+    """tests/fixtures/genius_sample.csv: original rows in the Kaggle file's exact format, read in CI.
+
+    Multi-line quoted lyrics with commas and doubled quotes, `[Chorus: A & B]` headers, escaped
+    features, an empty `views`, a `misc` row, a Spanish row, a trailing `12Embed`, and one row
+    with CRLF line endings. Small blocks make rows straddle block boundaries.
+    """
+    assert FIXTURE.read_bytes().count(b"\r\n") > 5  # the CRLF row survived git
+    expected = assert_streaming_matches_pandas(FIXTURE, block_size=1 << 10)
+    assert len(expected) == 10 and (expected["views"] == "").sum() == 1
+    assert expected["lyrics"].str.contains("\r\n", regex=False).sum() == 1
+    features = [name for value in expected["features"] for name in parse_features(value)]
+    assert "Ja'Quan Reed" in features and "Ty'Rell Banks" in features and 'Ana "Bee" Cole' in features
+    assert "Kezzo" in features and "Quarry" in features
+    assert not any("\\" in name or '"' in name.replace('"Bee"', "") for name in features)
+
+
+def test_real_format_fixture_prepares_clean_splits(tmp_path):
+    splits = load_splits(genius_cfg(FIXTURE, tmp_path, "data.val_fraction=0.3", "data.test_fraction=0.3"), None)
+    removed = splits.report["removed_by"]
+    assert removed["data.language=en"] == 1 and removed["data.drop_misc"] == 1
+    assert splits.report["duplicates_removed"] == {"exact": 0, "near": 1}  # the live copy of Harbour Lights
+    assert len(splits.frame) == 7 and splits.report["songs_in_two_splits"] == 0
+    texts = splits.train + splits.val + splits.test
+    assert not any("Embed" in t or "\r" in t or "You might also like" in t for t in texts)
+    assert all(t.startswith("[") and "[chorus]" in t for t in texts)  # [Hook: ...] included
+
+
+@pytest.mark.skipif(not DEV_CSV.exists(), reason="../shared/data/lyrics_dev.csv not present")
+def test_dev_csv_streams_exactly_like_pandas():
+    assert len(assert_streaming_matches_pandas(DEV_CSV, block_size=1 << 16)) == 784
 
 
 @pytest.mark.skipif(not DEV_CSV.exists(), reason="../shared/data/lyrics_dev.csv not present")
