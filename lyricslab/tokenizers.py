@@ -26,6 +26,9 @@ PAD, UNK, EOS = "<pad>", "<unk>", "<eos>"
 SPECIALS = [PAD, UNK, EOS, *STRUCTURE_TAGS]
 PAD_ID, UNK_ID, EOS_ID = 0, 1, 2
 CONFIG_FILE = "tokenizer_config.json"
+# Part of the token-cache key (lyricslab.train.tokenize_splits): bump it whenever a change here
+# changes the tokens a config produces, or runs keep reusing token streams from the old code.
+TOKENIZER_CACHE_VERSION = 1
 
 
 class Tokenizer:

@@ -140,12 +140,16 @@ def write_samples(model: keras.Model, tokenizer: Tokenizer, cfg: Any, path: Path
 
 def tokenize_splits(tok_cfg: Any, texts: dict[str, list[str]], cache_path: Path | None
                     ) -> tuple[Tokenizer, dict[str, np.ndarray]]:
-    """Train the tokenizer on the train split and encode every split, once per data + tokenizer config.
+    """Train the tokenizer on the train split and encode every split, once per data + tokenizer config
+    and tokenizer code version (TOKENIZER_CACHE_VERSION), so changed tokenizer code never reuses old streams.
 
     Sweep trials that share both reuse the saved tokenizer and token streams instead of
     retraining BPE and re-encoding every song per trial.
     """
-    key = hashlib.sha256(json.dumps(OmegaConf.to_container(tok_cfg, resolve=True), sort_keys=True).encode())
+    from lyricslab.tokenizers import TOKENIZER_CACHE_VERSION  # read per call: bumping it misses the cache
+
+    blob = {"v": TOKENIZER_CACHE_VERSION, "tokenizer": OmegaConf.to_container(tok_cfg, resolve=True)}
+    key = hashlib.sha256(json.dumps(blob, sort_keys=True).encode())
     folder = Path(f"{cache_path}-tok-{key.hexdigest()[:12]}") if cache_path is not None else None
     if folder is not None and (folder / "streams.npz").exists():
         with np.load(folder / "streams.npz") as saved:

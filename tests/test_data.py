@@ -4,11 +4,18 @@ from pathlib import Path
 
 import pytest
 
+import pandas as pd
+import pyarrow as pa
+
 from conftest import DEV_CSV, compose, song, write_csv
 from lyricslab.data import DataError, load_splits
-from lyricslab.data.genius import Filters, parse_features, read_songs
+from lyricslab.data.files import open_csv_stream
+from lyricslab.data.genius import REQUIRED, Filters, ReadReport, iter_blocks, parse_features, read_songs
 from lyricslab.data.normalize import normalize_lyrics, render_structure_tags, section_tag
 from lyricslab.data.prepare import assign_splits
+
+
+FIXTURE = Path(__file__).parent / "fixtures" / "genius_sample.csv"
 
 
 def genius_cfg(path: Path, tmp_path: Path, *extra: str):
@@ -24,6 +31,19 @@ def test_multiline_quoted_lyrics_and_escaped_features_survive(tmp_path):
     assert tricky in frame["lyrics"].tolist()
     assert parse_features('{"Ja\\"Nay O\'Neil","B, the Second"}') == ['Ja"Nay O\'Neil', "B, the Second"]
     assert parse_features("{}") == [] and parse_features('{"Solo"}') == ["Solo"]
+
+
+@pytest.mark.parametrize("value,names", [
+    (r'{"Ka\'mari","Juno Fixture"}', ["Ka'mari", "Juno Fixture"]),  # the Kaggle file escapes apostrophes
+    (r'{Ka\'mari,"Juno Fixture"}', ["Ka'mari", "Juno Fixture"]),  # quoted only where a space needs it
+    (r'{Zed,"Ka\'mari"}', ["Zed", "Ka'mari"]),
+    ("{Zed}", ["Zed"]),  # one bare name
+    ('{Zed,"Ada, the Second"}', ["Zed", "Ada, the Second"]),  # a comma inside quotes is part of the name
+    (r'{"Back\\slash"}', ["Back\\slash"]),  # an escaped backslash stays, once
+    ("{}", []), ("", []), (None, []),
+])
+def test_features_parse_to_clean_names(value, names):
+    assert parse_features(value) == names
 
 
 def test_malformed_rows_are_counted_skipped_and_limited(tmp_path):
@@ -68,18 +88,47 @@ def test_each_filter_removes_what_it_should(tmp_path):
     assert len(everything) == 9
 
 
-def test_sampling_is_nested_and_splits_are_stable(tmp_path):
-    path = write_csv(tmp_path / "many.csv", [song(i) for i in range(300)])
-    small, _ = read_songs(path, Filters(min_chars=10, dedupe=False), songs=30)
-    large, _ = read_songs(path, Filters(min_chars=10, dedupe=False), songs=120)
-    assert len(small) == 30 and len(large) == 120
-    assert set(small["id"]) < set(large["id"])  # the same songs are always chosen first
-    ids = large["id"]
-    split_all = dict(zip(ids, assign_splits(ids, 0.1, 0.1)))
-    split_small = dict(zip(small["id"], assign_splits(small["id"], 0.1, 0.1)))
-    assert all(split_all[i] == s for i, s in split_small.items())  # a song never changes split
-    counts = {s: list(split_all.values()).count(s) for s in ("train", "val", "test")}
+def test_every_song_keeps_its_split_at_every_data_size(tmp_path):
+    """Load one CSV at several data_size values: smaller samples nest in larger ones, splits never change."""
+    rows = [song(i) for i in range(400)]
+    for i in range(0, 400, 25):  # copies with scrape debris further down the file: dedupe must not break nesting
+        rows.append(song(1000 + i, lyrics=rows[i]["lyrics"].rstrip("\n") + "12Embed"))
+    path = write_csv(tmp_path / "many.csv", rows)
+
+    def load(*size: str) -> dict[str, tuple[str, str]]:
+        cfg = compose(["data=genius", f"data.path={path}", f"data.cache_dir={tmp_path}/cache", "data.min_chars=10",
+                       *size])
+        frame = load_splits(cfg.data, cfg.data_size.songs).frame
+        return {song_id: (split, lyrics) for song_id, split, lyrics in zip(frame["id"], frame["split"], frame["lyrics"])}
+
+    tiny, medium, full = load("data_size=tiny"), load("data_size=small", "data_size.songs=200"), load("data_size=full")
+    assert (len(tiny), len(medium), len(full)) == (50, 200, 400)  # the 16 debris copies are gone
+    assert set(tiny) < set(medium) < set(full)
+    assert all(medium[i] == full[i] for i in medium) and all(tiny[i] == full[i] for i in tiny)
+    # Another filter keeps another subset; a song's split still depends on the song alone.
+    recent = load("data_size=full", "data.year_min=2015")
+    assert len(recent) == 200 and all(recent[i] == full[i] for i in recent)
+    counts = {s: [split for split, _ in full.values()].count(s) for s in ("train", "val", "test")}
     assert counts["train"] > counts["val"] > 0 and counts["test"] > 0
+
+
+def test_genius_csv_environment_variable_sets_the_default_path(tmp_path, monkeypatch):
+    """conf/data/genius.yaml: path: ${oc.env:GENIUS_CSV,data/song_lyrics.csv}; data.path still wins."""
+    monkeypatch.chdir(tmp_path)  # the fallback is relative to the working directory
+    path = write_csv(tmp_path / "from_env.csv", [song(i) for i in range(30)])
+    monkeypatch.setenv("GENIUS_CSV", str(path))
+    cfg = compose(["data=genius", f"data.cache_dir={tmp_path}/cache", "data.min_chars=10"]).data
+    assert cfg.path == str(path)
+    assert load_splits(cfg, None).report["file"] == str(path)
+    other = write_csv(tmp_path / "explicit.csv", [song(i) for i in range(30)])
+    explicit = compose(["data=genius", f"data.path={other}", f"data.cache_dir={tmp_path}/cache"]).data
+    assert explicit.path == str(other)
+
+    monkeypatch.delenv("GENIUS_CSV")
+    unset = compose(["data=genius", f"data.cache_dir={tmp_path}/cache"]).data
+    assert unset.path == "data/song_lyrics.csv"
+    with pytest.raises(DataError, match=r"data file not found: data/song_lyrics.csv; .*set GENIUS_CSV"):
+        load_splits(unset, None)
 
 
 def test_load_splits_caches_by_config_and_file(tmp_path):
@@ -114,6 +163,55 @@ def test_demo_corpus_is_shipped_and_usable(tmp_path):
     assert splits.report["removed_by"]["data.drop_misc"] == 1  # the poem
 
 
+def streamed_rows(path: Path, block_size: int) -> tuple[pd.DataFrame, ReadReport]:
+    """Every row as the streaming reader yields it, block by block; empty fields as ''."""
+    report = ReadReport()
+    with open_csv_stream(path) as source:
+        table = pa.concat_tables(iter_blocks(source.stream, report, block_size=block_size))
+    return table.to_pandas().fillna(""), report
+
+
+def assert_streaming_matches_pandas(path: Path, block_size: int) -> pd.DataFrame:
+    streamed, report = streamed_rows(path, block_size)
+    expected = pd.read_csv(path, dtype=str, keep_default_na=False)
+    assert report.malformed == 0 and report.undecodable == 0
+    pd.testing.assert_frame_equal(streamed, expected[REQUIRED], check_dtype=False)
+    return expected
+
+
+def test_real_format_fixture_streams_exactly_like_pandas():
+    """tests/fixtures/genius_sample.csv: original rows in the Kaggle file's exact format, read in CI.
+
+    Multi-line quoted lyrics with commas and doubled quotes, `[Chorus: A & B]` headers, escaped
+    features, an empty `views`, a `misc` row, a Spanish row, a trailing `12Embed`, and one row
+    with CRLF line endings. Small blocks make rows straddle block boundaries.
+    """
+    assert FIXTURE.read_bytes().count(b"\r\n") > 5  # the CRLF row survived git
+    expected = assert_streaming_matches_pandas(FIXTURE, block_size=1 << 10)
+    assert len(expected) == 10 and (expected["views"] == "").sum() == 1
+    assert expected["lyrics"].str.contains("\r\n", regex=False).sum() == 1
+    features = [name for value in expected["features"] for name in parse_features(value)]
+    assert "Ja'Quan Reed" in features and "Ty'Rell Banks" in features and 'Ana "Bee" Cole' in features
+    assert "Kezzo" in features and "Quarry" in features
+    assert not any("\\" in name or '"' in name.replace('"Bee"', "") for name in features)
+
+
+def test_real_format_fixture_prepares_clean_splits(tmp_path):
+    splits = load_splits(genius_cfg(FIXTURE, tmp_path, "data.val_fraction=0.3", "data.test_fraction=0.3"), None)
+    removed = splits.report["removed_by"]
+    assert removed["data.language=en"] == 1 and removed["data.drop_misc"] == 1
+    assert splits.report["duplicates_removed"] == {"exact": 0, "near": 1}  # the live copy of Harbour Lights
+    assert len(splits.frame) == 7 and splits.report["songs_in_two_splits"] == 0
+    texts = splits.train + splits.val + splits.test
+    assert not any("Embed" in t or "\r" in t or "You might also like" in t for t in texts)
+    assert all(t.startswith("[") and "[chorus]" in t for t in texts)  # [Hook: ...] included
+
+
+@pytest.mark.skipif(not DEV_CSV.exists(), reason="../shared/data/lyrics_dev.csv not present")
+def test_dev_csv_streams_exactly_like_pandas():
+    assert len(assert_streaming_matches_pandas(DEV_CSV, block_size=1 << 16)) == 784
+
+
 @pytest.mark.skipif(not DEV_CSV.exists(), reason="../shared/data/lyrics_dev.csv not present")
 def test_dev_csv_reads_clean(tmp_path):
     splits = load_splits(genius_cfg(DEV_CSV, tmp_path, "data.min_chars=200"), 300)
@@ -125,7 +223,7 @@ def test_dev_csv_reads_clean(tmp_path):
 def test_seen_hashes_marks_first_occurrences_across_blocks_and_merges():
     import numpy as np
 
-    from lyricslab.data.genius import SeenHashes
+    from lyricslab.data.dedupe import SeenHashes
 
     seen = SeenHashes(merge_every=2)
     blocks = [[5, 3, 5], [3, 7], [1, 9], [9, 5, 2], [2, 8]]

@@ -1,13 +1,15 @@
 """Stream the Genius Song Lyrics CSV (Kaggle `song_lyrics.csv`, ~9 GB) with pyarrow.
 
 The file is never loaded whole: pyarrow's streaming reader parses it block by block
-(quoted, multi-line lyrics included), each block is filtered with pyarrow compute, and
-only the rows that can still be sampled are kept. Malformed rows are counted and skipped.
+(quoted, multi-line lyrics included; plain, gzip, bzip2 or zip, see lyricslab.data.files),
+each block is filtered with pyarrow compute, and only the rows that can still be sampled are
+kept. Malformed rows are counted and skipped; bytes that are not UTF-8 are replaced (U+FFFD)
+and the rows they touch counted.
 """
 
 from __future__ import annotations
 
-import ast
+import csv
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,13 +22,17 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from tqdm.auto import tqdm
 
+from lyricslab.data.dedupe import Deduper, stable_hash
 from lyricslab.data.errors import DataError
+from lyricslab.data.files import READ_ERRORS, open_csv_stream, read_header, unreadable
 
 COLUMNS = ["title", "tag", "artist", "year", "views", "features", "lyrics", "id",
            "language_cld3", "language_ft", "language"]
 # Columns the filters and the models need; `features` and the cld3/ft guesses are not read.
 REQUIRED = ["title", "tag", "artist", "year", "views", "lyrics", "id", "language"]
 NON_SONG_TAG = "misc"  # Genius files books, poems and transcripts under "misc"
+EXACT_DUPLICATES = "data.dedupe (exact duplicate lyrics)"
+NEAR_DUPLICATES = "data.dedupe (near-duplicate lyrics)"
 
 
 @dataclass
@@ -57,6 +63,7 @@ class ReadReport:
 
     rows: int = 0
     malformed: int = 0
+    undecodable: int = 0  # rows with bytes that are not UTF-8 (replaced by U+FFFD)
     malformed_examples: list[str] = field(default_factory=list)
     removed: Counter = field(default_factory=Counter)  # filter name -> rows it removed
     kept: int = 0
@@ -70,12 +77,20 @@ class ReadReport:
         parts = [f"{self.rows + self.malformed:,} rows read", f"{self.kept:,} songs kept"]
         if self.malformed:
             parts.append(f"{self.malformed:,} malformed rows skipped ({self.bad_share:.2%})")
+        if self.undecodable:
+            parts.append(f"{self.undecodable:,} rows had non-UTF-8 bytes (replaced by U+FFFD)")
         parts += [f"{name}: -{n:,}" for name, n in self.removed.most_common() if n]
         return ", ".join(parts)
 
 
 def parse_features(value: str | None) -> list[str]:
-    """Parse the `features` column: '{"A","B"}' (with backslash escapes) -> ['A', 'B']."""
+    """Parse the `features` column: '{"Ka\\'mari","B, Jr."}' or '{Zed}' -> ["Ka'mari", "B, Jr."] / ["Zed"].
+
+    The column is written like a Postgres array literal: elements are double-quoted only
+    when they need to be, and a backslash escapes the next character. That is CSV with a
+    backslash escape character, so the csv module parses it (Python literal syntax would
+    choke on bare names).
+    """
     if value is None:
         return []
     inner = value.strip()
@@ -83,18 +98,16 @@ def parse_features(value: str | None) -> list[str]:
         inner = inner[1:-1]
     if not inner.strip():
         return []
-    try:  # the set literal is valid Python once braces become brackets
-        parsed = ast.literal_eval("[" + inner + "]")
-        return [str(p) for p in parsed]
-    except (ValueError, SyntaxError):
-        return [p.strip().strip('"') for p in inner.split(",") if p.strip()]
+    fields = next(csv.reader([inner], escapechar="\\", doublequote=False, skipinitialspace=True), [])
+    return [name.strip() for name in fields if name.strip()]
 
 
 def check_columns(path: Path) -> list[str]:
-    """Return the header; raise a one-line DataError listing missing columns."""
-    with path.open("r", encoding="utf-8", errors="replace") as f:
-        header = f.readline().strip().lstrip("\ufeff")
-    names = [h.strip().strip('"') for h in header.split(",")]
+    """Return the header (read through the same decompression as the rows); raise a one-line
+    DataError for an empty file or missing columns."""
+    names = [h.strip() for h in read_header(path)]
+    if not names:
+        raise DataError(f"{path} is empty; expected the Genius CSV with the header {','.join(COLUMNS)}")
     missing = [c for c in REQUIRED if c not in names]
     if missing:
         raise DataError(f"{path} is missing columns: {', '.join(missing)}; expected the Genius "
@@ -109,36 +122,6 @@ def _numbers(column: pa.ChunkedArray | pa.Array) -> pa.Array:
     return pc.cast(pc.if_else(numeric, text, pa.scalar(None, pa.string())), pa.float64())
 
 
-def _stable_hash(values: pa.Array) -> np.ndarray:
-    """A hash that is the same on every run and machine (pandas uses a fixed SipHash key)."""
-    return pd.util.hash_array(np.asarray(values.to_pylist(), dtype=object), categorize=False)
-
-
-class SeenHashes:
-    """Lyrics hashes seen so far, for exact-duplicate removal across a multi-GB file.
-
-    8 bytes a song in sorted numpy chunks (a Python set costs ~70), merged now and then so a
-    lookup is a few binary searches. 5M songs take ~40 MB.
-    """
-
-    def __init__(self, merge_every: int = 16):
-        self.chunks: list[np.ndarray] = []
-        self.merge_every = merge_every
-
-    def add_new(self, keys: np.ndarray) -> np.ndarray:
-        """Mark which keys are new (first occurrence, also within `keys`) and remember them."""
-        _, first = np.unique(keys, return_index=True)
-        fresh = np.zeros(len(keys), dtype=bool)
-        fresh[first] = True
-        for chunk in self.chunks:
-            pos = np.searchsorted(chunk, keys).clip(max=len(chunk) - 1)
-            fresh &= chunk[pos] != keys
-        self.chunks.append(np.sort(keys[fresh]))
-        if len(self.chunks) > self.merge_every:
-            self.chunks = [np.sort(np.concatenate(self.chunks))]
-        return fresh
-
-
 def _apply(table: pa.Table, name: str, mask: pa.Array, report: ReadReport) -> pa.Table:
     mask = pc.fill_null(mask, False)
     removed = len(table) - pc.sum(mask).as_py() if len(table) else 0
@@ -146,7 +129,7 @@ def _apply(table: pa.Table, name: str, mask: pa.Array, report: ReadReport) -> pa
     return table.filter(mask) if removed else table
 
 
-def filter_block(table: pa.Table, filters: Filters, report: ReadReport, seen: "SeenHashes") -> pa.Table:
+def filter_block(table: pa.Table, filters: Filters, report: ReadReport, deduper: Deduper) -> pa.Table:
     """Apply every configured filter to one parsed block, counting what each removes."""
     table = _apply(table, "bad rows (no lyrics or id)",
                    pc.and_(pc.is_valid(table["lyrics"]), pc.is_valid(table["id"])), report)
@@ -175,14 +158,18 @@ def filter_block(table: pa.Table, filters: Filters, report: ReadReport, seen: "S
             mask = pc.and_(mask, pc.less_equal(length, filters.max_chars))
         table = _apply(table, "data.min_chars/max_chars", mask, report)
     if filters.dedupe and len(table):
-        keys = _stable_hash(table["lyrics"].combine_chunks() if isinstance(table["lyrics"], pa.ChunkedArray)
-                            else table["lyrics"])
-        table = _apply(table, "data.dedupe (exact duplicate lyrics)", pa.array(seen.add_new(keys)), report)
+        keep, exact, near = deduper.first_copies(table["lyrics"])
+        report.removed[EXACT_DUPLICATES] += exact
+        report.removed[NEAR_DUPLICATES] += near
+        table = table.filter(pa.array(keep)) if exact or near else table
     return table
 
 
-def iter_blocks(source: Path | pa.NativeFile, report: ReadReport, block_size: int = 16 << 20) -> Iterator[pa.Table]:
-    """Yield the CSV as pyarrow tables of whole rows, skipping (and counting) malformed ones."""
+def iter_blocks(source: Any, report: ReadReport, block_size: int = 16 << 20) -> Iterator[pa.Table]:
+    """Yield the CSV as pyarrow tables of whole rows, skipping (and counting) malformed ones.
+
+    `source` is a byte stream (see lyricslab.data.files.open_csv_stream) or a path.
+    """
 
     def on_invalid(row: pacsv.InvalidRow) -> str:
         report.malformed += 1
@@ -198,13 +185,50 @@ def iter_blocks(source: Path | pa.NativeFile, report: ReadReport, block_size: in
         parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=on_invalid),
         convert_options=pacsv.ConvertOptions(
             include_columns=REQUIRED,
-            column_types={c: pa.string() for c in REQUIRED},  # no type guessing on a 9 GB file
+            # Bytes, not strings: no type guessing on a 9 GB file, and a stray non-UTF-8 byte
+            # is replaced in as_text instead of failing the whole read.
+            column_types={c: pa.binary() for c in REQUIRED},
             strings_can_be_null=True,
         ),
     )
     for batch in reader:
         report.rows += batch.num_rows
-        yield pa.Table.from_batches([batch])
+        yield as_text(batch, report)
+
+
+def as_text(batch: pa.RecordBatch, report: ReadReport) -> pa.Table:
+    """Binary columns to UTF-8 strings; bytes that aren't UTF-8 become U+FFFD, rows touched are counted.
+
+    A valid column costs one C++ validation (the cast); only a column that fails it is decoded
+    in Python, so a clean file pays nothing and the count is exact (a U+FFFD already in the
+    text is not counted).
+    """
+    touched = np.zeros(batch.num_rows, dtype=bool)
+    columns = []
+    for column in batch.columns:
+        try:
+            columns.append(column.cast(pa.string()))
+        except pa.ArrowInvalid:
+            text, bad = _decode_replacing(column)
+            columns.append(text)
+            touched |= bad
+    report.undecodable += int(touched.sum())
+    return pa.Table.from_arrays(columns, names=batch.schema.names)
+
+
+def _decode_replacing(column: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    values: list[str | None] = []
+    bad = np.zeros(len(column), dtype=bool)
+    for i, raw in enumerate(column.to_pylist()):
+        if raw is None:
+            values.append(None)
+            continue
+        try:
+            values.append(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            values.append(raw.decode("utf-8", errors="replace"))
+            bad[i] = True
+    return pa.array(values, pa.string()), bad
 
 
 def read_songs(path: Path, filters: Filters, songs: int | None,
@@ -219,33 +243,42 @@ def read_songs(path: Path, filters: Filters, songs: int | None,
                         f"(or data=demo for the built-in corpus)")
     check_columns(path)
     report = ReadReport()
-    seen = SeenHashes()
+    deduper = Deduper()
     kept: pa.Table | None = None
     keys = np.empty(0, dtype=np.uint64)
-    size = path.stat().st_size
-    source = pa.OSFile(str(path))
-    # A progress bar only where reading takes long enough to wonder (the real file, not the demo).
-    bar = tqdm(total=size, unit="B", unit_scale=True, desc=f"reading {path.name}", disable=size < 64 << 20)
-    for block in iter_blocks(source, report):
-        block = filter_block(block, filters, report, seen)
-        bar.update(source.tell() - bar.n)
-        bar.set_postfix(rows=f"{report.rows:,}", kept=f"{len(keys) + len(block):,}", refresh=False)
-        if not len(block):
-            continue
-        block_keys = _stable_hash(block["id"].combine_chunks())
-        kept = block if kept is None else pa.concat_tables([kept, block])
-        keys = np.concatenate([keys, block_keys])
-        if songs is not None and len(keys) > songs:
-            # argpartition keeps memory bounded by `songs`, however big the file is.
-            top = np.sort(np.argpartition(keys, songs - 1)[:songs])
-            kept, keys = kept.take(pa.array(top)), keys[top]
-    bar.close()
-    source.close()
+    with open_csv_stream(path) as source:
+        # A progress bar only where reading takes long enough to wonder (the real file, not the demo).
+        bar = tqdm(total=source.total, unit="B", unit_scale=True, desc=f"reading {path.name}",
+                   disable=source.total < 64 << 20)
+        blocks = iter_blocks(source.stream, report)
+        while True:
+            try:
+                block = next(blocks)
+            except StopIteration:
+                break
+            except READ_ERRORS as err:  # a truncated download or a corrupt archive
+                raise unreadable(path, source.packing, err) from err
+            block = filter_block(block, filters, report, deduper)
+            bar.update(source.position() - bar.n)
+            bar.set_postfix(rows=f"{report.rows:,}", kept=f"{len(keys) + len(block):,}", refresh=False)
+            if not len(block):
+                continue
+            block_keys = stable_hash(block["id"])
+            kept = block if kept is None else pa.concat_tables([kept, block])
+            keys = np.concatenate([keys, block_keys])
+            if songs is not None and len(keys) > songs:
+                # argpartition keeps memory bounded by `songs`, however big the file is.
+                top = np.sort(np.argpartition(keys, songs - 1)[:songs])
+                kept, keys = kept.take(pa.array(top)), keys[top]
+        bar.close()
     if report.bad_share > max_bad_share:
         raise DataError(f"{report.malformed:,} of {report.rows + report.malformed:,} rows in {path} are malformed "
                         f"({report.bad_share:.1%} > data.max_bad_row_share={max_bad_share}); e.g. "
                         f"{'; '.join(report.malformed_examples)}. Check the file is the Genius CSV, or raise "
                         f"data.max_bad_row_share")
+    if report.rows + report.malformed == 0:
+        raise DataError(f"{path} has a header but no data rows; pass the full Genius CSV "
+                        f"(song_lyrics.csv) as data.path")
     if kept is None or not len(kept):
         worst, n = report.removed.most_common(1)[0] if report.removed else ("(none)", 0)
         raise DataError(f"no songs left after filtering {report.rows:,} rows of {path}: {worst} removed most "

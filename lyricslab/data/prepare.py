@@ -13,12 +13,14 @@ import numpy as np
 import pandas as pd
 
 from lyricslab.data.errors import DataError
-from lyricslab.data.genius import Filters, read_songs
+from lyricslab.data.files import packing_of
+from lyricslab.data.genius import EXACT_DUPLICATES, NEAR_DUPLICATES, Filters, read_songs
 from lyricslab.data.normalize import normalize_lyrics
 
 SPLITS = ("train", "val", "test")
 KAGGLE_DATASET = "carlosgdcj/genius-song-lyrics-with-language-information"
-CACHE_VERSION = 1  # bump when the prepared format or the normalisation changes
+CACHE_VERSION = 2  # bump when the prepared format or the normalisation changes
+SAME_ONCE_NORMALISED = "data.dedupe (identical once normalised)"
 
 
 @dataclass
@@ -49,6 +51,7 @@ def resolve_path(cfg: Any) -> Path:
         return demo_path()
     path = Path(str(cfg.path)).expanduser()
     if path.exists():
+        packing_of(path)  # a directory or an unreadable file fails here, in one line
         return path
     if not cfg.get("download", False):
         raise DataError(f"data file not found: {path}; pass data.path=/path/to/song_lyrics.csv, set GENIUS_CSV, "
@@ -80,6 +83,11 @@ def assign_splits(ids: pd.Series, val_fraction: float, test_fraction: float) -> 
     return np.where(u < test_fraction, "test", np.where(u < test_fraction + val_fraction, "val", "train"))
 
 
+def songs_in_two_splits(frame: pd.DataFrame) -> int:
+    """How many distinct (normalised) lyrics occur in more than one split: leakage, 0 when deduped."""
+    return int((frame.groupby("lyrics")["split"].nunique() > 1).sum())
+
+
 def cache_key(cfg: Any, songs: int | None, path: Path) -> str:
     stat = path.stat()
     from omegaconf import OmegaConf
@@ -106,11 +114,28 @@ def load_splits(cfg: Any, songs: int | None, cache_dir: str | Path | None = None
         structure = cfg.get("structure", "tags")
         frame["lyrics"] = [normalize_lyrics(t, structure) for t in frame["lyrics"]]
         frame = frame[frame["lyrics"].str.len() > 0]
+        if cfg.get("dedupe", True):
+            # Reading dropped copies by their words (lyricslab.data.dedupe); this catches any
+            # pair that normalisation made identical in a way that key missed. The frame is in
+            # sample order, so the copy kept is the one every larger sample keeps too.
+            copies = frame["lyrics"].duplicated(keep="first")
+            if copies.any():
+                read_report.removed[SAME_ONCE_NORMALISED] += int(copies.sum())
+                frame = frame[~copies]
         frame["split"] = assign_splits(frame["id"], float(cfg.val_fraction), float(cfg.test_fraction))
         frame = frame[["id", "title", "tag", "artist", "year", "lyrics", "split"]].reset_index(drop=True)
+        read_report.kept = len(frame)
+        removed = read_report.removed
         report = {"file": str(path), "rows": read_report.rows, "malformed_rows": read_report.malformed,
-                  "malformed_examples": read_report.malformed_examples, "kept": len(frame),
-                  "removed_by": dict(read_report.removed), "summary": read_report.summary()}
+                  "malformed_examples": read_report.malformed_examples,
+                  "rows_with_non_utf8_bytes": read_report.undecodable, "kept": len(frame),
+                  "duplicates_removed": {
+                      "exact": removed[EXACT_DUPLICATES] + removed[SAME_ONCE_NORMALISED],
+                      "near": removed[NEAR_DUPLICATES]},
+                  "songs_in_two_splits": songs_in_two_splits(frame),
+                  "removed_by": dict(removed), "summary": read_report.summary()}
+        if report["songs_in_two_splits"]:  # only possible with data.dedupe=false
+            report["summary"] += f", {report['songs_in_two_splits']:,} songs are in two splits (leak)"
         cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = parquet.with_suffix(".tmp")
         frame.to_parquet(tmp, index=False)
