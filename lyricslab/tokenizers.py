@@ -28,7 +28,7 @@ PAD_ID, UNK_ID, EOS_ID = 0, 1, 2
 CONFIG_FILE = "tokenizer_config.json"
 # Part of the token-cache key (lyricslab.train.tokenize_splits): bump it whenever a change here
 # changes the tokens a config produces, or runs keep reusing token streams from the old code.
-TOKENIZER_CACHE_VERSION = 1
+TOKENIZER_CACHE_VERSION = 2
 
 
 class Tokenizer:
