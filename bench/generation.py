@@ -4,9 +4,9 @@ transformer with a 512-token context. Both run to 400 tokens (no early <eos>). T
 
 from __future__ import annotations
 
-from bench.common import interleaved, report, timed
+from bench.common import Target, check, interleaved, quick, record, timed
 
-TOKENS = 400
+TARGET_SPEEDUP = Target(">=", 10, "x")
 
 
 def run() -> dict:
@@ -19,7 +19,8 @@ def run() -> dict:
     from lyricslab.tokenizers import train_tokenizer
 
     tok = train_tokenizer(OmegaConf.create({"kind": "char"}), ["[verse]\nthe quick brown fox\n[chorus]\nla la"])
-    rows = {}
+    tokens = 40 if quick() else 400
+    checks, figures = [], {}
     for name, extra in (("lstm", []), ("transformer", ["trainer.seq_len=512"])):
         cfg = compose([f"model={name}", *extra])
         model = build_model(cfg, tok.vocab_size)
@@ -29,18 +30,18 @@ def run() -> dict:
         context = cfg.model.context if name == "transformer" else None
 
         def incremental():
-            return timed(lambda: generate_ids(model, start, 1, TOKENS, sampler, cache=cache, stop_at_eos=False))
+            return timed(lambda: generate_ids(model, start, 1, tokens, sampler, cache=cache, stop_at_eos=False))
 
         def naive():
-            return timed(lambda: generate_naive(model, tok, "[verse]\n", [1.0], TOKENS, context=context,
+            return timed(lambda: generate_naive(model, tok, "[verse]\n", [1.0], tokens, context=context,
                                                 stop_at_eos=False))
 
         incremental(), naive()  # warm up
         t_inc, t_naive = interleaved(incremental, naive, rounds=3)
-        rows[f"{name}: tokens/s incremental"] = TOKENS / t_inc
-        rows[f"{name}: tokens/s naive re-feed"] = TOKENS / t_naive
-        rows[f"{name}: speed-up (target >= 10)"] = t_naive / t_inc
-    return report("generation speed (one 400-token song)", rows)
+        figures[f"{name}: tokens/s incremental"] = tokens / t_inc
+        figures[f"{name}: tokens/s naive re-feed"] = tokens / t_naive
+        checks.append(check(f"{name}: speed-up", t_naive / t_inc, TARGET_SPEEDUP))
+    return record("generation", "Generation speed", f"one {tokens}-token song", checks, figures)
 
 
 if __name__ == "__main__":
