@@ -17,15 +17,15 @@ from bench.common import Target
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
 
-# (results key, command that measures it, file and function whose docstring explains it)
+# (results key, title, command that measures it, file and function whose docstring explains it)
 SECTIONS = [
-    ("throughput", "python -m bench throughput", "throughput.py", None),
-    ("mfu", "python -m bench mfu", "mfu.py", None),
-    ("ingest", "python -m bench ingest", "ingest.py", None),
-    ("generation", "python -m bench generation", "generation.py", None),
-    ("sweep.overhead", "python -m bench.sweep overhead", "sweep.py", "overhead"),
-    ("sweep.pruning", "python -m bench.sweep pruning", "sweep.py", "pruning"),
-    ("sweep.memory", "python -m bench.sweep memory", "sweep.py", "memory"),
+    ("throughput", "Training throughput", "python -m bench throughput", "throughput.py", None),
+    ("mfu", "MFU", "python -m bench mfu", "mfu.py", None),
+    ("ingest", "Ingest", "python -m bench ingest", "ingest.py", None),
+    ("generation", "Generation speed", "python -m bench generation", "generation.py", None),
+    ("sweep.overhead", "Sweep overhead per trial", "python -m bench.sweep overhead", "sweep.py", "overhead"),
+    ("sweep.pruning", "Sweep pruning savings", "python -m bench.sweep pruning", "sweep.py", "pruning"),
+    ("sweep.memory", "Sweep memory", "python -m bench.sweep memory", "sweep.py", "memory"),
 ]
 
 INTRO = """\
@@ -87,19 +87,18 @@ def machine_line(entry: dict) -> str:
 
 def summary_table(results: dict) -> list[str]:
     lines = ["| benchmark | check | target | measured | met |", "|---|---|---|---|---|"]
-    for key, *_ in SECTIONS:
+    for key, title, *_ in SECTIONS:
         entry = results.get(key)
         if entry is None:
-            lines.append(f"| {key} | not measured yet | | | |")
+            lines.append(f"| {title} | not measured yet | | | |")
             continue
         for item in entry.get("checks", []):
-            lines.append(f"| {entry['title']} | {item['name']} | {target_of(item)} | {measured_cell(item)} | "
+            lines.append(f"| {title} | {item['name']} | {target_of(item)} | {measured_cell(item)} | "
                          f"{met_cell(item)} |")
     return lines
 
 
-def section(key: str, command: str, file: str, function: str | None, entry: dict | None) -> list[str]:
-    title = entry["title"] if entry else key
+def section(title: str, command: str, file: str, function: str | None, entry: dict | None) -> list[str]:
     lines = [f"## {title} (`{command}`)", "", docstring(file, function), ""]
     if entry is None:
         return lines + [f"Not measured yet: run `{command}`, then `python -m bench report`.", ""]
@@ -126,8 +125,8 @@ def render(results: dict) -> str:
         lines += ["**These results come from quick mode (`--quick`): they check code paths and measure "
                   "nothing.**", ""]
     lines += ["## Summary", "", *summary_table(results), ""]
-    for key, command, file, function in SECTIONS:
-        lines += section(key, command, file, function, results.get(key))
+    for key, title, command, file, function in SECTIONS:
+        lines += section(title, command, file, function, results.get(key))
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -161,8 +161,8 @@ def overhead() -> dict:
         for t in times:
             figures[f"{label} trial {t['number']}: seconds fit / eval / samples / total"] = \
                 f"{t['fit']:.1f} / {t['eval']:.1f} / {t['samples']:.1f} / {t['total']:.1f}"
-            figures[f"{label} trial {t['number']}: share outside fit + evaluate"] = t["outside"]
-            figures[f"{label} trial {t['number']}: lyric metrics share"] = t["lyric"] / t["total"]
+            figures[f"{label} trial {t['number']}: % outside fit + evaluate"] = 100 * t["outside"]
+            figures[f"{label} trial {t['number']}: % computing lyric metrics"] = 100 * t["lyric"] / t["total"]
     figures["demo: completed trials / run"] = f"{len(demo)} / {demo_trials}"
     last = long_trials[-1]
     shape = f"2×256 LSTM, {epochs} epochs, last trial"

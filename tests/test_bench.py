@@ -74,7 +74,7 @@ def test_sections_show_machine_date_budget_figures_and_prose(markdown: str):
 
 
 def test_missing_benchmarks_are_marked_not_measured(markdown: str):
-    assert "| mfu | not measured yet |" in markdown
+    assert "| MFU | not measured yet |" in markdown
     assert "Not measured yet: run `python -m bench ingest`" in markdown
     assert "measure nothing" not in markdown and "**Quick mode**" not in markdown
 
