@@ -76,8 +76,8 @@ def pruning() -> dict:
     the unpruned sweep's best; the ratio is that count for a pruned sweep over the unpruned one's.
 
     Caveat: Optuna's pruners need startup trials and warm-up epochs before they prune, and a
-    short demo-scale study leaves them little room; savings grow with longer trials and larger
-    studies, which this budget can't show.
+    short demo-scale study leaves them little room. Longer trials and larger studies give them
+    more; this budget doesn't test that.
     """
     from lyricslab import sweep
 
