@@ -36,8 +36,9 @@ ui: install ## MLflow UI for mlruns/ on http://127.0.0.1:$(PORT)
 test: install ## Run the test suite (tiny models, a few minutes on 2 cores)
 	$(BIN)/python -m pytest -q $(ARGS)
 
-bench: install ## Benchmarks: ratios measured side by side (see BENCHMARKS.md)
+bench: install ## Benchmarks, then BENCHMARKS.md from their results: make bench [ARGS='--quick' | ARGS='mfu ingest']
 	$(BIN)/python -m bench $(ARGS)
+	$(BIN)/python -m bench $(filter --quick,$(ARGS)) report
 
 clean: ## Remove caches and run outputs (keeps .venv)
 	rm -rf .cache .pytest_cache mlruns outputs multirun bench/out

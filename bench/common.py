@@ -1,26 +1,54 @@
-"""Helpers shared by the benchmarks: output folder, interleaved timing, result printing."""
+"""Helpers shared by the benchmarks: quick mode, interleaved timing, targets, machine facts, results."""
 
 from __future__ import annotations
 
+import datetime
 import json
+import os
+import platform
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 OUT = Path(__file__).resolve().parent / "out"
+QUICK_ENV = "BENCH_QUICK"
+
+
+def quick() -> bool:
+    """Quick mode (`python -m bench --quick`): tiny sizes that only check each code path runs.
+
+    An environment variable rather than an argument, so the ingest subprocesses see it too.
+    """
+    return os.environ.get(QUICK_ENV) == "1"
+
+
+def out_dir() -> Path:
+    """Quick runs write beside, never over, the real results."""
+    return OUT / "quick" if quick() else OUT
+
+
+def results_path() -> Path:
+    return out_dir() / "results.json"
 
 
 def interleaved(a: Callable[[], float], b: Callable[[], float], rounds: int = 5) -> tuple[float, float]:
-    """Run a and b alternately (a, b, a, b, ...) and return the best time of each.
+    """Run a and b alternately, swapping which goes first each round (a b, b a, a b, ...), and
+    return the best time of each.
 
-    Alternating spreads slow spells over both sides; taking the minimum (as timeit does) drops
-    the stalls this VM adds (seen here: whole runs taking exactly 2x), which only ever add time.
+    Alternating spreads slow spells over both sides, and swapping the order keeps either side
+    from always running second (after the other has warmed caches or heated the CPU). Taking the
+    minimum (as timeit does) drops the stalls this VM adds, which only ever add time.
     """
     xs, ys = [], []
-    for _ in range(rounds):
-        xs.append(a())
-        ys.append(b())
-    print(f"    times a={[round(x, 2) for x in xs]} b={[round(y, 2) for y in ys]}")
+    for i in range(rounds):
+        if i % 2 == 0:
+            xs.append(a())
+            ys.append(b())
+        else:
+            ys.append(b())
+            xs.append(a())
+    print(f"    times a={[round(x, 3) for x in xs]} b={[round(y, 3) for y in ys]}")
     return min(xs), min(ys)
 
 
@@ -30,13 +58,78 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def report(name: str, rows: dict[str, object]) -> dict[str, object]:
-    print(f"\n## {name}")
-    for key, value in rows.items():
-        print(f"  {key:<44} {value:.4g}" if isinstance(value, float) else f"  {key:<44} {value}")
-    OUT.mkdir(parents=True, exist_ok=True)
-    path = OUT / "results.json"
+UNITS = {"x": "×", "%": "%", "MB": " MB"}
+
+
+@dataclass(frozen=True)
+class Target:
+    """A benchmark's goal, e.g. Target(">=", 1.0, "x"); met() is the one place met/not met is decided.
+
+    unit "%" means the value is a fraction shown as a percentage (0.031 -> 3.1%).
+    """
+
+    op: str  # ">=" or "<="
+    threshold: float
+    unit: str = "x"
+
+    def __post_init__(self) -> None:
+        if self.op not in (">=", "<="):
+            raise ValueError(f"target op must be '>=' or '<=', not {self.op!r}")
+
+    def met(self, value: float | None) -> bool:
+        if value is None:
+            return False
+        return value >= self.threshold if self.op == ">=" else value <= self.threshold
+
+    def show(self, value: float) -> str:
+        if self.unit == "%":
+            return f"{value * 100:.3g}%"
+        number = f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
+        return f"{number}{UNITS.get(self.unit, self.unit)}"
+
+    def __str__(self) -> str:
+        return f"{'≥' if self.op == '>=' else '≤'} {self.show(self.threshold)}"
+
+
+def check(name: str, value: float | None, target: Target) -> dict:
+    """One measured value against its target, as stored in results.json."""
+    met = target.met(value)
+    shown = "n/a" if value is None else target.show(value)
+    print(f"  {'MET' if met else 'NOT MET':<8} {name}: {shown} (target {target})")
+    return {"name": name, "value": value, "op": target.op, "threshold": target.threshold, "unit": target.unit,
+            "met": met}
+
+
+def machine() -> dict:
+    """CPU model, cores, memory and library versions, read where this run happened."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    models = [line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")]
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    meminfo = Path("/proc/meminfo").read_text() if Path("/proc/meminfo").exists() else ""
+    mem_kb = next((int(line.split()[1]) for line in meminfo.splitlines() if line.startswith("MemTotal")), 0)
+    simd = [f for f in ("avx512f", "avx2", "fma") if f in flags]
+    out = {"cpu": models[0] if models else platform.processor() or "unknown",
+           "cores": len(models) or os.cpu_count(), "simd": " ".join(simd) or "none listed",
+           "memory_gib": round(mem_kb / 2**20, 1), "python": platform.python_version()}
+    try:
+        from importlib.metadata import version
+
+        out["tensorflow"] = version("tensorflow")
+    except Exception:  # the report's test machine need not have TensorFlow
+        pass
+    return out
+
+
+def record(key: str, title: str, budget: str, checks: list[dict], figures: dict[str, object]) -> dict:
+    """Print and store one benchmark's entry in results.json (read by `python -m bench report`)."""
+    entry = {"title": title, "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+             "machine": machine(), "budget": budget, "quick": quick(), "checks": checks, "figures": figures}
+    print(f"\n## {title}")
+    for name, value in figures.items():
+        print(f"  {name:<52} {value:.4g}" if isinstance(value, float) else f"  {name:<52} {value}")
+    path = results_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
     results = json.loads(path.read_text()) if path.exists() else {}
-    results[name] = rows
+    results[key] = entry
     path.write_text(json.dumps(results, indent=2, default=str))
-    return rows
+    return entry
