@@ -28,6 +28,67 @@ def test_incremental_decoding_matches_full_refeed(model):
         np.testing.assert_allclose(np.asarray(logits), full[:, index - 1], atol=1e-4)
 
 
+def last_logits(net):
+    """The full model's logits for the last position, one graph for every window length."""
+    import tensorflow as tf
+
+    return tf.function(lambda x: net(x, training=False)[:, -1], input_signature=[tf.TensorSpec([None, None], tf.int32)])
+
+
+def window_refeed_greedy(net, start, n, max_tokens, window_start):
+    """Greedy decoding the naive way: each step re-runs the full model on the window [window_start(p), p]."""
+    forward = last_logits(net)
+    ids = np.tile(start, (n, 1))
+    for p in range(len(start) - 1, len(start) + max_tokens - 1):
+        logits = np.asarray(forward(ids[:, int(window_start(p)):p + 1]))
+        ids = np.concatenate([ids, logits.argmax(-1)[:, None].astype(np.int32)], axis=1)
+    return ids
+
+
+@pytest.fixture(scope="module")
+def context16_transformer():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    return build_model(compose([*tiny("transformer"), "trainer.seq_len=16"]), 40)
+
+
+def test_transformer_cache_slides_its_window_past_the_context(context16_transformer):
+    """Teacher-forced: past the context, each step's logits are the full model's on the current window."""
+    net, cache = context16_transformer, make_cache(context16_transformer)
+    assert (cache.context, cache.stride, cache.keep) == (16, 4, 12)
+    x = np.random.default_rng(2).integers(3, 40, size=(2, 50)).astype("int32")
+    forward = last_logits(net)
+    state = cache.prefill(x, 5)
+    for index in range(5, 51):
+        p = index - 1
+        start = int(cache.window_start(p))
+        assert 0 <= p - start < 16 and (p < 16 or p - start >= cache.keep)  # holds p and >= 12 tokens before it
+        logits, _, state = cache.next(x, state, index)
+        full = np.asarray(forward(x[:, start:index]))
+        np.testing.assert_allclose(np.asarray(logits), full, atol=1e-4, err_msg=f"position {p}")
+
+
+@pytest.mark.parametrize("stride", [None, 1])
+def test_transformer_generates_past_its_context(context16_transformer, stride):
+    """max_tokens=50 from a context-16 transformer gives 50 new tokens, each a function of its window."""
+    from lyricslab.decoding import make_sampler
+    from lyricslab.generation import generate_ids
+
+    net = context16_transformer
+    cache = make_cache(net, stride)
+    start = np.array([2, 5, 7, 9], dtype=np.int32)
+    rows = generate_ids(net, start, 2, 50, make_sampler("greedy"), cache=cache, stop_at_eos=False)
+    assert rows.shape == (2, 54)
+    if stride == 1:  # the window is exactly the last `context` tokens: plain sliding-window re-feed
+        def last_context(p):
+            return max(0, p - 15)
+        reference = window_refeed_greedy(net, start, 2, 50, last_context)
+    else:
+        reference = window_refeed_greedy(net, start, 2, 50, cache.window_start)
+    np.testing.assert_array_equal(rows, reference)
+
+
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     from lyricslab.train import train
