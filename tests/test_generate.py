@@ -166,20 +166,37 @@ def test_generate_refuses_a_run_without_a_model(trained_run, capsys):
     assert "has no model artifact" in capsys.readouterr().err
 
 
-def test_leaderboard_rows_match_the_runs(trained_run, tmp_path):
+def test_leaderboard_rows_match_the_runs(trained_run, tmp_path, capsys):
     run_id, uri, metrics, _ = trained_run
     import mlflow
 
     mlflow.set_tracking_uri(uri)
+    with mlflow.start_run(experiment_id=mlflow.get_run(run_id).info.experiment_id) as old:
+        # A run from before best_val_bpc: only the per-epoch val_bpc series (its last value shows).
+        mlflow.log_params({"model.name": "gru", "tokenizer.kind": "char"})
+        for epoch, value in enumerate([9.0, 0.2, 0.5]):
+            mlflow.log_metric("val_bpc", value, step=epoch)
     table = compare.leaderboard("lyricslab", top=5)
     row = table[table["run"] == run_id[:8]].iloc[0]
     assert row["model"] == "lstm" and row["tokenizer"] == "char"
-    assert row["val_bpc"] == pytest.approx(metrics["best_val_bpc"])
+    assert row["best_val_bpc"] == pytest.approx(metrics["best_val_bpc"])
     assert row["test_bpc"] == pytest.approx(metrics["test_bpc"])
+    assert row["test_f1"] == pytest.approx(metrics["test_f1_macro"])
     assert row["rhyme"] == pytest.approx(metrics["rhyme_density"])
-    assert compare.main([f"tracking_uri={uri}", f"out={tmp_path}", "sort=f1"]) == 0
-    assert "| run | model |" in (tmp_path / "leaderboard.md").read_text()
-    assert (tmp_path / "leaderboard.csv").read_text().startswith("run,model,tokenizer")
+    assert table["run"].iloc[0] == old.info.run_id[:8] and table["best_val_bpc"].iloc[0] == 0.5  # lowest first
+    assert list(compare.leaderboard("lyricslab", top=5, sort="val_bpc")["run"]) == list(table["run"])
+
+    assert compare.main([f"tracking_uri={uri}", f"out={tmp_path}"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    markdown = (tmp_path / "leaderboard.md").read_text()
+    assert markdown.startswith("| run | model | tokenizer | params | best_val_bpc | test_bpc | test_perplexity |")
+    assert "per token" in markdown.split("|\n\n")[-1]  # the legend under the table
+    assert (tmp_path / "leaderboard.csv").read_text().startswith("run,model,tokenizer,params,best_val_bpc,")
+    assert compare.main([f"tracking_uri={uri}", f"out={tmp_path}", "sort=f1"]) == 0  # allowed, with a warning
+    err = capsys.readouterr().err
+    assert "warning: sort=f1 ranks runs by the test split (test_f1)" in err and "model selection" in err
+    assert compare.main([f"tracking_uri={uri}", "sort=nope"]) == 2
+    assert "sort must be one of" in capsys.readouterr().err
 
 
 def test_word_tokenizer_generation_decodes_text():
