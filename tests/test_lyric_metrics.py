@@ -57,7 +57,8 @@ HUMAN = [
     "over the bay over the bay\n\n[bridge]\npaper lanterns drifting low\nwhere the evening rivers go",
     "[intro]\nhum hum hum\n\n[verse]\nbicycle bells on a gravel lane\nsunflowers nodding after the rain\n"
     "a tin can radio plays our song\nwe hum the parts we get wrong",
-    "[verse]\nchalk on the pavement letters in blue\nsomebody drew a door for you\n\n[chorus]\nknock knock who is there\n"
+    "[verse]\nchalk on the pavement letters in blue\nsomebody drew a door for you\n\n"
+    "[chorus]\nknock knock who is there\n"
     "only the wind in your hair",
 ]
 
@@ -71,7 +72,8 @@ def test_cut_keeps_whole_words_only():
 
 
 def test_samples_are_cut_to_the_shortest_and_references_match_in_count_and_length():
-    samples = ["[Verse]\n" + "a b c d e f g h\n" * 9, "[Chorus]\nla la la\nla la la\nla la la\n", "[Verse]\nx y z\n" * 5]
+    samples = ["[Verse]\n" + "a b c d e f g h\n" * 9, "[Chorus]\nla la la\nla la la\nla la la\n",
+               "[Verse]\nx y z\n" * 5]
     texts, chars = cut_to_shortest(samples)
     assert chars == len(samples[1]) and texts == [s[:chars] for s in samples]  # all end on a newline
     refs = reference_excerpts(HUMAN, count=3, chars=120)
