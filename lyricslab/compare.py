@@ -1,10 +1,12 @@
 """Leaderboard of training runs, like the original study's results table, extended.
 
-    python -m lyricslab.compare [experiment=lyricslab] [sweep=demo] [top=20] [sort=val_bpc] [out=DIR]
+    python -m lyricslab.compare [experiment=lyricslab] [sweep=demo] [top=20] [sort=best_val_bpc] [out=DIR]
     python -m lyricslab.compare experiment=all        # every experiment
 
 Prints the table and writes leaderboard.md and leaderboard.csv (to `out`, default the current
-folder). With sweep=, the table is also logged to the sweep's MLflow parent run.
+folder). With sweep=, the table is also logged to the sweep's MLflow parent run. Rank by a
+validation column (the default): sorting by a test_* column is model selection on the test
+split, and it is allowed with a warning only.
 """
 
 from __future__ import annotations
@@ -19,21 +21,45 @@ import pandas as pd
 # column title -> MLflow field; lower is better unless listed in HIGHER_IS_BETTER
 COLUMNS = {
     "run": "run_id", "model": "params.model.name", "tokenizer": "params.tokenizer.kind", "params": "metrics.params",
-    "val_bpc": "metrics.best_val_bpc", "test_bpc": "metrics.test_bpc", "perplexity": "metrics.test_perplexity",
-    "accuracy": "metrics.test_accuracy", "precision": "metrics.test_precision_macro",
-    "recall": "metrics.test_recall_macro", "f1": "metrics.test_f1_macro", "rhyme": "metrics.rhyme_density",
-    "distinct_2": "metrics.distinct_2", "copy_rate": "metrics.copy_rate", "tokens_per_s": "metrics.train_tokens_per_sec",
-    "minutes": "metrics.wall_seconds",
+    "best_val_bpc": "metrics.best_val_bpc", "test_bpc": "metrics.test_bpc",
+    "test_perplexity": "metrics.test_perplexity", "test_accuracy": "metrics.test_accuracy",
+    "test_precision": "metrics.test_precision_macro", "test_recall": "metrics.test_recall_macro",
+    "test_f1": "metrics.test_f1_macro", "rhyme": "metrics.rhyme_density", "distinct_2": "metrics.distinct_2",
+    "copy_rate": "metrics.copy_rate", "tokens_per_s": "metrics.train_tokens_per_sec", "minutes": "metrics.wall_seconds",
 }
-HIGHER_IS_BETTER = {"accuracy", "precision", "recall", "f1", "rhyme", "distinct_2", "tokens_per_s"}
+# Runs from before best_val_bpc existed: the per-epoch val_bpc series (MLflow gives its last value).
+FALLBACK = {"best_val_bpc": "metrics.val_bpc"}
+HIGHER_IS_BETTER = {"test_accuracy", "test_precision", "test_recall", "test_f1", "rhyme", "distinct_2", "tokens_per_s"}
+# Earlier column names still work as sort keys.
+ALIASES = {"val_bpc": "best_val_bpc", "perplexity": "test_perplexity", "accuracy": "test_accuracy",
+           "precision": "test_precision", "recall": "test_recall", "f1": "test_f1"}
+LEGEND = """\
+- best_val_bpc: validation bits per character at the best epoch (older runs: the last epoch's val_bpc). Rank by it.
+- test_*: the test split, to read for the model you picked, not to pick by.
+- test_perplexity, test_accuracy and macro test_precision/recall/f1 are per token: their meaning changes with the
+  tokenizer (a character, a word or a subword piece), so compare them only between runs with the same tokenizer;
+  bits per character compare across tokenizers.
+- rhyme, distinct_2, copy_rate: lyric metrics of the run's samples (their ref_* twins, on human text, are in MLflow).
+"""
+
+
+def sort_column(sort: str) -> tuple[str, str | None]:
+    """The column to sort by, and a warning when it is a test-split column."""
+    column = ALIASES.get(sort, sort)
+    if column not in COLUMNS or column == "run":
+        raise ValueError(f"sort must be one of {sorted(set(COLUMNS) - {'run'})}, not {sort!r}")
+    warning = None
+    if column.startswith("test_"):
+        warning = (f"sort={sort} ranks runs by the test split ({column}): picking a model that way is model selection "
+                   f"on the test set, and its test figures stop being an honest estimate; rank by best_val_bpc")
+    return column, warning
 
 
 def leaderboard(experiment: str | None = "lyricslab", sweep: str | None = None, top: int = 20,
-                sort: str = "val_bpc") -> pd.DataFrame:
+                sort: str = "best_val_bpc") -> pd.DataFrame:
     import mlflow
 
-    if sort not in COLUMNS:
-        raise ValueError(f"sort must be one of {sorted(set(COLUMNS) - {'run'})}, not {sort!r}")
+    column, _ = sort_column(sort)
     filters = [f"tags.sweep = '{sweep}'"] if sweep else []
     kwargs = {"search_all_experiments": True} if sweep or experiment in (None, "all") else \
         {"experiment_names": [experiment]}
@@ -42,26 +68,33 @@ def leaderboard(experiment: str | None = "lyricslab", sweep: str | None = None, 
         runs = runs[runs["tags.lyricslab.role"] != "sweep-parent"]
     if len(runs):
         runs = runs[runs["status"] == "FINISHED"]
-    table = pd.DataFrame({title: runs[field] if field in runs else pd.Series(dtype=float)
-                          for title, field in COLUMNS.items()})
+
+    def values(title: str) -> pd.Series:
+        field, fallback = COLUMNS[title], FALLBACK.get(title)
+        out = runs[field] if field in runs else pd.Series(float("nan"), index=runs.index)
+        return out.fillna(runs[fallback]) if fallback in runs else out
+
+    table = pd.DataFrame({title: values(title) for title in COLUMNS})
     table["minutes"] = table["minutes"] / 60
     table["run"] = table["run"].str[:8]
-    table = table.sort_values(sort, ascending=sort not in HIGHER_IS_BETTER, na_position="last").head(top)
+    table = table.sort_values(column, ascending=column not in HIGHER_IS_BETTER, na_position="last").head(top)
     return table.reset_index(drop=True)
 
 
-def to_markdown(table: pd.DataFrame) -> str:
+def to_markdown(table: pd.DataFrame, legend: bool = True) -> str:
+    """The table in Markdown, with the legend that says what the columns are under it."""
     def fmt(v):
         if isinstance(v, float):
             return "" if pd.isna(v) else f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.3f}"
         return str(v)
 
     head = "| " + " | ".join(table.columns) + " |\n|" + "---|" * len(table.columns) + "\n"
-    return head + "".join("| " + " | ".join(fmt(v) for v in row) + " |\n" for row in table.itertuples(index=False))
+    rows = "".join("| " + " | ".join(fmt(v) for v in row) + " |\n" for row in table.itertuples(index=False))
+    return head + rows + (f"\n{LEGEND}" if legend else "")
 
 
 def main(argv: list[str] | None = None) -> int:
-    opts = {"experiment": "lyricslab", "sweep": None, "top": "20", "sort": "val_bpc", "out": ".",
+    opts = {"experiment": "lyricslab", "sweep": None, "top": "20", "sort": "best_val_bpc", "out": ".",
             "tracking_uri": "sqlite:///mlruns/mlflow.db"}
     for arg in sys.argv[1:] if argv is None else argv:
         if arg in ("-h", "--help"):
@@ -77,10 +110,13 @@ def main(argv: list[str] | None = None) -> int:
 
     mlflow.set_tracking_uri(opts["tracking_uri"])
     try:
+        _, warning = sort_column(opts["sort"])
         table = leaderboard(opts["experiment"], opts["sweep"], int(opts["top"]), opts["sort"])
     except (ValueError, mlflow.exceptions.MlflowException) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     if table.empty:
         print("no finished runs match; train one with `python -m lyricslab.run` or `make sweep`", file=sys.stderr)
         return 1

@@ -4,7 +4,8 @@ The naive way (keras.io's text-generation examples) re-runs the whole window for
 Here each step costs one token:
 - RNNs call their trained cells on the new token and carry the state from step to step;
 - the transformer calls its keras_hub TransformerDecoder blocks with `self_attention_cache`,
-  so keys and values of earlier tokens are computed once.
+  so keys and values of earlier tokens are computed once, and the window slides when a
+  song outgrows the context.
 The `next(prompt, cache, index)` functions follow the keras_hub sampler protocol, so greedy,
 top-k, top-p, random and beam search all come from `keras_hub.samplers`.
 """
@@ -59,17 +60,35 @@ class RNNCache:
 
 
 class TransformerCache:
-    """keras_hub TransformerDecoder blocks with a key/value cache of shape (B, layers, 2, T, heads, dim)."""
+    """keras_hub TransformerDecoder blocks with a key/value cache of shape (B, layers, 2, T, heads, dim).
 
-    def __init__(self, model: keras.Model):
+    Songs can run past the context: when the cache is full, the window slides forward by
+    `stride` tokens and the last `context - stride` tokens are re-prefilled at positions 0...
+    (learned position embeddings only cover `context` positions, and shifting cached keys
+    would change them). Every other step stays one cached token; a re-prefill is one batched
+    pass over `context - stride + 1` tokens, once every `stride` tokens.
+    """
+
+    def __init__(self, model: keras.Model, stride: int | None = None):
         self.embedding = model.get_layer("embedding")
         self.position = model.get_layer("position_embedding")
         self.blocks = [layer for layer in model.layers if isinstance(layer, keras_hub.layers.TransformerDecoder)]
         self.norm = model.get_layer("final_norm")
         self.context = self.position.sequence_length
+        # A quarter of the context: the model always sees at least 3/4 of it, for ~1 re-prefill per stride tokens.
+        self.stride = stride or max(1, self.context // 4)
+        if not 1 <= self.stride < self.context:
+            raise ValueError(f"the window stride must be between 1 and context - 1 = {self.context - 1}, "
+                             f"not {self.stride}")
+        self.keep = self.context - self.stride
         width = self.embedding.output_dim
         self.heads = self.blocks[0].num_heads
         self.head_dim = width // self.heads
+
+    def window_start(self, position):
+        """First absolute position of the window that holds `position` (ints or int tensors)."""
+        over = position - self.context
+        return ops.where(over < 0, 0, (over // self.stride + 1) * self.stride)
 
     def forward(self, tokens, cache, index):
         x = self.embedding(tokens)
@@ -84,20 +103,40 @@ class TransformerCache:
 
     def prefill(self, prompt, length: int):
         batch, total = ops.shape(prompt)[0], ops.shape(prompt)[1]
-        cache = ops.zeros((batch, len(self.blocks), 2, total, self.heads, self.head_dim))
+        size = min(total, self.context)  # the first window; later ones reuse this cache
+        cache = ops.zeros((batch, len(self.blocks), 2, size, self.heads, self.head_dim))
         # Positions past the prompt get placeholder keys; each is overwritten before it is attended to.
-        _, _, cache = self.forward(prompt, cache, 0)
+        _, _, cache = self.forward(prompt[:, :size], cache, 0)
         return cache
 
     def next(self, prompt, cache, index):
-        token = ops.slice(prompt, [0, index - 1], [ops.shape(prompt)[0], 1])
-        logits, hidden, cache = self.forward(token, cache, index - 1)
+        batch = ops.shape(prompt)[0]
+        position = index - 1  # the token fed now; the logits predict position `index`
+        token = ops.slice(prompt, [0, position], [batch, 1])
+        if ops.shape(prompt)[1] <= self.context:  # the whole song fits the first window: never slides
+            logits, hidden, cache = self.forward(token, cache, position)
+            return logits[:, 0], hidden[:, 0], cache
+        start = self.window_start(position)
+        slot = position - start
+
+        def step():
+            return self.forward(token, cache, slot)
+
+        def slide():
+            # The window just moved: its kept tokens and this one in one pass, at positions 0..keep.
+            # Slots past `keep` still hold the old window; the causal mask hides them until overwritten.
+            window = ops.slice(prompt, [0, start], [batch, self.keep + 1])
+            logits, hidden, new = self.forward(window, cache, 0)
+            return logits[:, -1:], hidden[:, -1:], new
+
+        logits, hidden, cache = ops.cond(ops.logical_and(position >= self.context, slot == self.keep), slide, step)
         return logits[:, 0], hidden[:, 0], cache
 
 
-def make_cache(model: keras.Model) -> RNNCache | TransformerCache:
+def make_cache(model: keras.Model, stride: int | None = None) -> RNNCache | TransformerCache:
+    """The decoder for `model`; `stride` (transformers only) is how far the window slides when full."""
     names = {layer.name for layer in model.layers}
-    return TransformerCache(model) if "position_embedding" in names else RNNCache(model)
+    return TransformerCache(model, stride) if "position_embedding" in names else RNNCache(model)
 
 
 def make_sampler(name: str = "top_k", temperature: float = 1.0, top_k: int | None = None,

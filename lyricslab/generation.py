@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -22,6 +23,7 @@ def prompt_ids(tokenizer: Tokenizer, prompt: str) -> np.ndarray:
 
 
 def _texts(tokenizer: Tokenizer, rows: np.ndarray, start: int) -> list[str]:
+    """Each row's song: the prompt and what follows, up to the first generated <eos>."""
     texts = []
     for row in rows:
         body = row[1:]
@@ -32,11 +34,18 @@ def _texts(tokenizer: Tokenizer, rows: np.ndarray, start: int) -> list[str]:
     return texts
 
 
+def _stream_texts(tokenizer: Tokenizer, rows: np.ndarray) -> list[str]:
+    """Each row whole, past any <eos> (decoded as a newline, as between songs in the token stream)."""
+    return [render_structure_tags(tokenizer.decode(row[1:])) for row in rows]
+
+
 def generate_ids(model: Any, start: np.ndarray, n: int, max_tokens: int, sampler: Any,
                  cache: Any = None, stop_at_eos: bool = True, row_temperatures: Sequence[float] | None = None
                  ) -> np.ndarray:
     """n continuations of `start`, one token per step with a state/KV cache; stops at <eos>.
 
+    Rows are `len(start) + max_tokens` long (padding after a row's <eos> when it stops early).
+    A transformer slides its window when a song outgrows the context (see TransformerCache).
     `row_temperatures` (one per row, with a temperature-1 sampler) samples several temperatures
     in one batched call instead of one call each.
     """
@@ -50,7 +59,6 @@ def generate_ids(model: Any, start: np.ndarray, n: int, max_tokens: int, sampler
         if length >= cache.context:
             raise ValueError(f"the prompt is {length} tokens, the transformer's context is {cache.context}; "
                              f"shorten the prompt")
-        total = min(total, cache.context)
     ids = np.zeros((n, total), dtype=np.int32)
     ids[:, :length] = start
     mask = np.zeros((n, total), dtype=bool)
@@ -74,24 +82,55 @@ def generate_ids(model: Any, start: np.ndarray, n: int, max_tokens: int, sampler
 
 def generate(model: Any, tokenizer: Tokenizer, prompt: str, n: int = 1, max_tokens: int = 200,
              temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-             sampler: str = "random", seed: int = 0, cache: Any = None) -> list[str]:
-    """n songs for one prompt, rendered with readable [Verse]/[Chorus] headers."""
+             sampler: str = "random", seed: int = 0, cache: Any = None, stop_at_eos: bool = True) -> list[str]:
+    """n songs for one prompt, rendered with readable [Verse]/[Chorus] headers.
+
+    With stop_at_eos=False every row runs the full max_tokens, on past <eos> into a next song.
+    """
     start = prompt_ids(tokenizer, prompt)
     chosen = make_sampler(sampler if sampler in ("greedy", "beam") else "random", temperature, top_k, top_p, seed)
-    rows = generate_ids(model, start, n, max_tokens, chosen, cache=cache)
-    return _texts(tokenizer, rows, len(start))
+    rows = generate_ids(model, start, n, max_tokens, chosen, cache=cache, stop_at_eos=stop_at_eos)
+    return _texts(tokenizer, rows, len(start)) if stop_at_eos else _stream_texts(tokenizer, rows)
+
+
+def _rows_at_temperatures(model: Any, start: np.ndarray, temperatures: Sequence[float], max_tokens: int,
+                          seed: int, cache: Any, stop_at_eos: bool) -> np.ndarray:
+    for t in temperatures:
+        if t <= 0:
+            raise ValueError(f"temperature must be > 0 (got {t}); for deterministic output use sampler=greedy")
+    return generate_ids(model, start, len(temperatures), max_tokens, make_sampler("random", 1.0, seed=seed),
+                        cache=cache, stop_at_eos=stop_at_eos, row_temperatures=temperatures)
 
 
 def generate_at_temperatures(model: Any, tokenizer: Tokenizer, prompt: str, temperatures: Sequence[float],
                              max_tokens: int, seed: int = 0, cache: Any = None) -> list[str]:
     """One song per temperature for the same prompt, in a single batched decoding call."""
-    for t in temperatures:
-        if t <= 0:
-            raise ValueError(f"temperature must be > 0 (got {t}); for deterministic output use sampler=greedy")
     start = prompt_ids(tokenizer, prompt)
-    rows = generate_ids(model, start, len(temperatures), max_tokens, make_sampler("random", 1.0, seed=seed),
-                        cache=cache, row_temperatures=temperatures)
+    rows = _rows_at_temperatures(model, start, temperatures, max_tokens, seed, cache, stop_at_eos=True)
     return _texts(tokenizer, rows, len(start))
+
+
+def write_samples(model: Any, tokenizer: Tokenizer, cfg: Any, path: Path) -> list[str]:
+    """One song per prompt and temperature (fixed prompts and seed), written to samples.txt.
+
+    samples.txt shows each song up to its <eos>. The returned texts, for the lyric metrics, all
+    run the full samples.max_tokens tokens, on past <eos> into the next song (as the human
+    reference excerpts run on into the next song): a sample that ends early would otherwise
+    be compared with longer human text.
+    """
+    cache = make_cache(model)
+    blocks, streams = [], []
+    temperatures = [float(t) for t in cfg.samples.temperatures]
+    for i, prompt in enumerate(cfg.samples.prompts):
+        start = prompt_ids(tokenizer, prompt)
+        # The same tokens as stopping at <eos> (same seed, same steps), just not cut short.
+        rows = _rows_at_temperatures(model, start, temperatures, int(cfg.samples.max_tokens),
+                                     int(cfg.trainer.seed) + i, cache, stop_at_eos=False)
+        streams += _stream_texts(tokenizer, rows)
+        for temperature, text in zip(temperatures, _texts(tokenizer, rows, len(start))):
+            blocks.append(f"=== prompt {unescape_prompt(prompt)!r}, temperature {temperature} ===\n{text}\n")
+    path.write_text("\n".join(blocks))
+    return streams
 
 
 def generate_naive(model: Any, tokenizer: Tokenizer, prompt: str, temperatures: Sequence[float], max_tokens: int,

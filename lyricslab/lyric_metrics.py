@@ -8,6 +8,8 @@ repetition       share of a sample's word 4-grams that repeat an earlier 4-gram 
 copy_rate        share of generated word 8-grams found anywhere in the training text
 words_per_line, lines_per_section, structure_validity (share of samples made of
 well-formed sections: a header line followed by at least one lyric line, every time)
+
+`sample_metrics` compares samples with human text of the same count and length (ref_*).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 
 HEADER = re.compile(r"^\s*\[[^\]\n]+\]\s*$")
 WORD = re.compile(r"[a-z0-9']+")
+TRAILING_WORD = re.compile(r"[a-z0-9']+\Z", re.IGNORECASE)
 VOWELS = re.compile(r"[aeiouy]+[^aeiouy]*$")
 
 
@@ -140,13 +143,81 @@ def lyric_metrics(texts: Sequence[str], copy_index: CopyIndex | None = None) -> 
     return out
 
 
-_REFERENCE: dict[int, dict[str, float]] = {}
+def cut(text: str, chars: int) -> str:
+    """The first `chars` characters, less a final word that may be cut short.
+
+    A half word is a fake word (new in distinct-n, a rhyme word, an uncopied 8-gram). A sample
+    ends after max_tokens tokens, maybe mid-word, so a final word is kept only when a non-word
+    character is known to follow it; samples and references are cut by the same rule.
+    """
+    head = text[:chars]
+    if head and WORD.match(head[-1].lower()) and (len(text) <= chars or WORD.match(text[chars].lower())):
+        head = TRAILING_WORD.sub("", head)
+    return head
 
 
-def reference_metrics(train_texts: Sequence[str], human_texts: Sequence[str]) -> dict[str, float]:
-    """The same metrics on human songs (the validation split), as ref_*; computed once per dataset."""
-    key = hash((len(train_texts), tuple(human_texts)))
-    if key not in _REFERENCE:
-        values = lyric_metrics(list(human_texts), CopyIndex(train_texts))
-        _REFERENCE[key] = {f"ref_{k}": v for k, v in values.items()}
-    return _REFERENCE[key]
+def cut_to_shortest(texts: Sequence[str]) -> tuple[list[str], int]:
+    """Every text cut (see `cut`) to the shortest one's length in characters; returns the length too.
+
+    Characters, not tokens: a token is a character, a word or a subword piece depending on the
+    tokenizer, so only characters put every run's samples and the human text on one scale.
+    """
+    chars = min((len(t) for t in texts), default=0)
+    return [cut(t, chars) for t in texts], chars
+
+
+REFERENCE_SEED = 0  # fixed: every run on the same data is compared with the same human songs
+
+
+def reference_excerpts(songs: Sequence[str], count: int, chars: int, seed: int = REFERENCE_SEED) -> list[str]:
+    """`count` human excerpts of `chars` characters (see `cut`; when the songs hold that many).
+
+    Each starts at the start of a song chosen at random (fixed seed) and runs on into the
+    following songs, joined by a newline: the same text a sample reads like when it runs past
+    <eos> (decoded as a newline) into a next song. Songs repeat only when there are fewer songs
+    than excerpts (then every song is used before any repeats).
+    """
+    if not songs or count <= 0:
+        return []
+    picks = np.resize(np.random.default_rng(seed).permutation(len(songs)), count)
+    excerpts = []
+    for first in picks:
+        parts, length = [], 0
+        for j in range(len(songs)):
+            if length >= chars:
+                break
+            song = songs[(first + j) % len(songs)]
+            parts.append(song)
+            length += len(song) + 1
+        excerpts.append(cut("\n".join(parts), chars))
+    return excerpts
+
+
+_COPY_INDEX: dict[int, CopyIndex] = {}
+
+
+def copy_index(train_texts: Sequence[str]) -> CopyIndex:
+    """The training text's 8-gram index, built once per training split (sweep trials share it)."""
+    key = hash(tuple(train_texts))
+    if key not in _COPY_INDEX:
+        _COPY_INDEX.clear()  # one dataset at a time: keep memory flat over a long sweep
+        _COPY_INDEX[key] = CopyIndex(train_texts)
+    return _COPY_INDEX[key]
+
+
+def sample_metrics(samples: Sequence[str], train_texts: Sequence[str], human_texts: Sequence[str],
+                   seed: int = REFERENCE_SEED) -> dict[str, float]:
+    """Lyric metrics of the samples and, as ref_*, of as many human excerpts of the same length.
+
+    The samples are cut to the shortest one; the references are as many excerpts of
+    `human_texts` (the validation songs) with that many characters. Most metrics depend on
+    length (distinct-n falls, repetition and lines per section rise with it), so only equal
+    lengths and counts compare like with like. `lyric_metric_chars` records the length used.
+    """
+    texts, chars = cut_to_shortest(samples)
+    index = copy_index(train_texts)
+    out = lyric_metrics(texts, index)
+    refs = reference_excerpts(human_texts, len(texts), chars, seed)
+    out.update({f"ref_{k}": v for k, v in lyric_metrics(refs, index).items()})
+    out["lyric_metric_chars"] = float(chars)
+    return out

@@ -28,9 +28,8 @@ from lyricslab.callbacks import LN2, DerivedMetrics  # noqa: E402
 from lyricslab.data import load_splits  # noqa: E402
 from lyricslab.data.prepare import SPLITS  # noqa: E402
 from lyricslab.bundle import save_bundle  # noqa: E402
-from lyricslab.decoding import make_cache  # noqa: E402
-from lyricslab.generation import generate_at_temperatures, unescape_prompt  # noqa: E402
-from lyricslab.lyric_metrics import CopyIndex, lyric_metrics, reference_metrics  # noqa: E402
+from lyricslab.generation import write_samples  # noqa: E402
+from lyricslab.lyric_metrics import sample_metrics  # noqa: E402
 from lyricslab.models import build_model  # noqa: E402
 from lyricslab.optim import build_optimizer, scheduler_callbacks  # noqa: E402
 from lyricslab.plots import learning_curves  # noqa: E402
@@ -121,21 +120,6 @@ def evaluate_split(model: keras.Model, windows: Windows, chars: int, batch_size:
             f"{prefix}bpc": nll_sum / LN2 / max(chars, 1), f"{prefix}accuracy": float((true == pred).mean()),
             f"{prefix}precision_macro": float(precision), f"{prefix}recall_macro": float(recall),
             f"{prefix}f1_macro": float(f1), f"{prefix}tokens": float(count)}
-
-
-def write_samples(model: keras.Model, tokenizer: Tokenizer, cfg: Any, path: Path) -> list[str]:
-    """One song per prompt and temperature (fixed prompts and seed), written to samples.txt."""
-    cache = make_cache(model)
-    blocks, texts = [], []
-    temperatures = [float(t) for t in cfg.samples.temperatures]
-    for i, prompt in enumerate(cfg.samples.prompts):
-        songs = generate_at_temperatures(model, tokenizer, prompt, temperatures, int(cfg.samples.max_tokens),
-                                         seed=int(cfg.trainer.seed) + i, cache=cache)
-        for temperature, text in zip(temperatures, songs):
-            texts.append(text)
-            blocks.append(f"=== prompt {unescape_prompt(prompt)!r}, temperature {temperature} ===\n{text}\n")
-    path.write_text("\n".join(blocks))
-    return texts
 
 
 def tokenize_splits(tok_cfg: Any, texts: dict[str, list[str]], cache_path: Path | None
@@ -240,8 +224,7 @@ def train(cfg: Any, callbacks: Sequence[keras.callbacks.Callback] = (), parent_r
             samples = write_samples(model, tokenizer, cfg, out / "samples.txt")
             metrics["sample_seconds"] = time.perf_counter() - sample_start
             lyric_start = time.perf_counter()
-            metrics.update(lyric_metrics(samples, CopyIndex(texts["train"])))
-            metrics.update(reference_metrics(texts["train"], texts["val"]))
+            metrics.update(sample_metrics(samples, texts["train"], texts["val"]))  # ref_*: same count and length
             metrics["lyric_metric_seconds"] = time.perf_counter() - lyric_start
             mlflow.log_artifacts(tmp)
         metrics["wall_seconds"] = time.perf_counter() - started

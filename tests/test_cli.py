@@ -1,5 +1,6 @@
 """`python -m lyricslab.run` as a user runs it, in a subprocess."""
 
+import re
 import subprocess
 import sys
 
@@ -16,7 +17,12 @@ def test_run_lstm_end_to_end(store):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "MLflow run " in out.stdout and ": FINISHED" in out.stdout
     assert "val_bpc" in out.stdout and "make ui" in out.stdout
-    assert "[Verse]" in out.stdout  # the sample is printed with readable section headers
+    # The sample is printed: the prompt's readable header, then what the model wrote (12 tokens).
+    block = "=== prompt '[verse]\\n', temperature 0.8 ===\n[Verse]\n"
+    assert block in out.stdout
+    generated = out.stdout.split(block, 1)[1].split("\n\nOpen the MLflow UI")[0].rstrip("\n")
+    assert 3 <= len(generated) <= 12 * len("[chorus]")
+    assert not re.search(r"<eos>|<pad>|\[(verse|chorus|bridge|intro|outro)", generated)  # tags rendered, no specials
 
 
 def test_help_and_cfg_do_not_import_tensorflow():

@@ -35,8 +35,43 @@ def test_defaults_and_sections():
     assert cfg.tracking.uri == "sqlite:///mlruns/mlflow.db"
     for key in ("epochs", "batch_size", "seq_len", "patience", "gradient_clip", "seed", "precision"):
         assert key in cfg.trainer
-    assert compose(["dropout=heavy", "dropout.rate=0.33"]).dropout.rate == 0.33
-    assert compose(["model=transformer", "trainer.seq_len=64"]).model.context == 64
+    # A command-line value replaces one key; the rest of the group still comes from the chosen file.
+    heavy = compose(["dropout=heavy", "dropout.rate=0.33"]).dropout
+    assert heavy.rate == 0.33 and heavy.recurrent == 0.2  # 0.2 from heavy.yaml, not standard.yaml's 0.0
+    # Interpolations follow the composed values, not the file's literals.
+    transformer = compose(["model=transformer", "trainer.seq_len=48", "embedding=small"]).model
+    assert transformer.context == 48 and transformer.width == 64
+
+
+def default_options() -> dict[str, str]:
+    from omegaconf import OmegaConf
+
+    entries = OmegaConf.to_container(OmegaConf.load(CONF / "config.yaml"))["defaults"]
+    return {k: v for entry in entries if isinstance(entry, dict) for k, v in entry.items() if k in GROUPS}
+
+
+def test_defaults_come_from_the_files_the_defaults_list_names():
+    from omegaconf import OmegaConf
+
+    defaults = default_options()
+    assert set(defaults) == set(GROUPS) and defaults["model"] == "lstm" and defaults["optimizer"] == "rmsprop"
+    cfg = OmegaConf.to_container(compose())
+    for group, option in defaults.items():
+        own = OmegaConf.to_container(OmegaConf.load(CONF / group / f"{option}.yaml"))
+        assert {k: cfg[group].get(k) for k in own} == own, f"{group} is not {option}.yaml"
+
+
+@pytest.mark.parametrize("group,option", [("model", "gru"), ("model", "transformer"), ("dropout", "heavy"),
+                                          ("optimizer", "adamw"), ("tokenizer", "word")])
+def test_a_group_option_changes_only_the_keys_that_group_owns(group, option):
+    from omegaconf import OmegaConf
+
+    base = OmegaConf.to_container(compose())
+    chosen = OmegaConf.to_container(compose([f"{group}={option}"]))
+    own = OmegaConf.to_container(OmegaConf.load(CONF / group / f"{option}.yaml"))
+    assert chosen[group] == own  # exactly the option's keys: nothing left over from the default option
+    assert chosen[group] != base[group]
+    assert {k: v for k, v in chosen.items() if k != group} == {k: v for k, v in base.items() if k != group}
 
 
 def test_data_sizes_are_song_counts():

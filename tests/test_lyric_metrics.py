@@ -2,8 +2,8 @@
 
 import pytest
 
-from lyricslab.lyric_metrics import (CopyIndex, distinct, lyric_metrics, repetition, rhyme_density, rhymes,
-                                     structure_validity)
+from lyricslab.lyric_metrics import (CopyIndex, cut, cut_to_shortest, distinct, lyric_metrics, reference_excerpts,
+                                     repetition, rhyme_density, rhymes, sample_metrics, structure_validity)
 
 
 @pytest.mark.parametrize("a,b,expected", [("night", "light", True), ("fire", "higher", True), ("cat", "hat", True),
@@ -47,3 +47,73 @@ def test_structure_validity_and_line_stats():
     assert m["words_per_line"] == pytest.approx((3 + 2 + 2) / 3)
     assert m["lines_per_section"] == pytest.approx(1.5)
     assert m["copy_rate"] == 0.0
+
+
+# Original placeholder songs (written for these tests), as the splits hold them: lower-case tags.
+HUMAN = [
+    "[verse]\nthe kettle sings before the dawn\nthe kitchen light is warm and on\nI count the cups upon the shelf\n"
+    "and keep the quiet for myself\n\n[chorus]\nhold on hold on the morning is near\nhold on hold on the road is clear",
+    "[verse]\nsalt on the window rain on the pier\nthe ferry horn is all I hear\n\n[chorus]\nsail away sail away\n"
+    "over the bay over the bay\n\n[bridge]\npaper lanterns drifting low\nwhere the evening rivers go",
+    "[intro]\nhum hum hum\n\n[verse]\nbicycle bells on a gravel lane\nsunflowers nodding after the rain\n"
+    "a tin can radio plays our song\nwe hum the parts we get wrong",
+    "[verse]\nchalk on the pavement letters in blue\nsomebody drew a door for you\n\n"
+    "[chorus]\nknock knock who is there\n"
+    "only the wind in your hair",
+]
+
+
+def test_cut_keeps_whole_words_only():
+    assert cut("hold on hold on", 7) == "hold on"  # a space follows: "on" is whole
+    assert cut("hold on hold on", 10) == "hold on "  # would split "hold": dropped
+    assert cut("hold on\n", 50) == "hold on\n" and cut("hold on", 0) == ""
+    assert cut("hold on", 50) == "hold "  # the text may stop mid-word (a sample's last token): dropped
+    assert cut("it's [chorus]\nla", 12) == "it's [chorus"  # ']' follows
+
+
+def test_samples_are_cut_to_the_shortest_and_references_match_in_count_and_length():
+    samples = ["[Verse]\n" + "a b c d e f g h\n" * 9, "[Chorus]\nla la la\nla la la\nla la la\n",
+               "[Verse]\nx y z\n" * 5]
+    texts, chars = cut_to_shortest(samples)
+    assert chars == len(samples[1]) and texts == [s[:chars] for s in samples]  # all end on a newline
+    refs = reference_excerpts(HUMAN, count=3, chars=120)
+    assert len(set(refs)) == 3 and refs == reference_excerpts(HUMAN, count=3, chars=120)  # distinct songs, fixed seed
+    assert all(any(r == cut(song, 120) for song in HUMAN) for r in refs)  # each from a song's start
+    assert all(110 < len(r) <= 120 for r in refs)
+    # Longer than any song: it runs on into the next song after a newline, as a sample runs past <eos>.
+    chars = max(len(song) for song in HUMAN) + 40
+    for r in reference_excerpts(HUMAN, count=4, chars=chars):
+        i = next(i for i, song in enumerate(HUMAN) if r.startswith(song + "\n"))
+        assert r == cut(HUMAN[i] + "\n" + HUMAN[(i + 1) % 4] + "\n" + HUMAN[(i + 2) % 4], chars)
+    assert len(set(reference_excerpts(HUMAN, count=6, chars=20))) == 4  # more excerpts than songs: each song first
+
+
+def test_sample_metrics_compare_with_human_text_of_the_sample_length():
+    train = HUMAN[:2]
+    samples = [HUMAN[2][:90], HUMAN[3][:120]]
+    m = sample_metrics(samples, train, HUMAN)
+    assert m["lyric_metric_chars"] == 90
+    refs = reference_excerpts(HUMAN, 2, 90)
+    expected = lyric_metrics(refs, CopyIndex(train))
+    assert {k: m[f"ref_{k}"] for k in expected} == expected
+    assert m["distinct_1"] == lyric_metrics(cut_to_shortest(samples)[0])["distinct_1"]
+    # Longer samples mean longer references: length-dependent metrics move with them.
+    long_samples = [HUMAN[2] + "\n" + HUMAN[3], HUMAN[3] + "\n" + HUMAN[0]]
+    longer = sample_metrics(long_samples, train, HUMAN)
+    assert longer["lyric_metric_chars"] == min(len(t) for t in long_samples)
+    assert longer["ref_distinct_2"] < m["ref_distinct_2"]
+    assert longer["ref_lines_per_section"] != m["ref_lines_per_section"]
+
+
+def test_copy_rate_of_training_excerpts_and_shuffled_junk():
+    import random
+
+    train = HUMAN
+    copied = sample_metrics([HUMAN[0][:150], HUMAN[1][:150]], train, HUMAN)
+    assert copied["copy_rate"] == 1.0
+    junk = [w for song in HUMAN for w in song.split()]
+    random.Random(0).shuffle(junk)
+    shuffled = sample_metrics([" ".join(junk[:40]), " ".join(junk[40:80])], train, HUMAN)
+    assert shuffled["copy_rate"] < 0.05
+    for key in ("rhyme_density", "distinct_1", "distinct_2", "repetition", "structure_validity", "copy_rate"):
+        assert 0 <= copied[key] <= 1 and 0 <= shuffled[f"ref_{key}"] <= 1, key
