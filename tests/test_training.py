@@ -9,8 +9,15 @@ import numpy as np
 import pytest
 
 from conftest import compose, tiny
-from lyricslab.train import train
+from lyricslab.callbacks import DerivedMetrics, FullContextValidation
+from lyricslab.evaluation import full_context_scorer
+from lyricslab.models import build_model
+from lyricslab.optim import build_optimizer
+from lyricslab.plots import curves
+from lyricslab.train import compile_model, configure_runtime, fit_callbacks, train
+from lyricslab.windows import make_windows, parallel_streams, to_dataset
 
+VOCAB = 24
 ARTIFACTS = {"config.yaml", "data_summary.json", "learning_curves.png", "samples.txt", "tokenizer", "model"}
 
 
@@ -60,6 +67,11 @@ def test_model_family_trains_and_logs_a_complete_run(model, tokenizer, store, tm
     assert "=== prompt '[verse]\\n', temperature 0.8 ===" in samples
 
 
+def pattern_stream(length: int) -> np.ndarray:
+    """A repeating sequence: easy to learn, so a few steps visibly lower the loss."""
+    return np.resize(np.arange(3, VOCAB, dtype=np.int32), length)
+
+
 class Raise(keras.callbacks.Callback):
     def __init__(self, error):
         super().__init__()
@@ -96,3 +108,43 @@ def test_tokenizer_and_streams_are_cached_per_data_and_tokenizer_config(tmp_path
     tokenize_splits(OmegaConf.create({"kind": "char"}), texts, tmp_path / "abc")
     assert len(list(tmp_path.glob("abc-tok-*"))) == 2  # another tokenizer config, another entry
     assert not list(tmp_path.glob("*.tmp"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation that early stopping, the plateau scheduler and the plots use: masked, full context.
+
+
+def test_monitored_and_plotted_validation_is_the_masked_mean():
+    cfg = compose([*tiny("lstm"), "scheduler=plateau"])
+    configure_runtime(cfg.trainer)
+    model = build_model(cfg, VOCAB)
+    compile_model(model, build_optimizer(cfg, 4))
+    val = pattern_stream(5 * 32 + 7)  # not a multiple of seq_len: windows and rows end in padding
+    chars = 2 * len(val)
+    callbacks = fit_callbacks(cfg, DerivedMetrics(16 * 32), FullContextValidation(full_context_scorer(model, cfg.trainer),
+                                                                                  val, chars))
+    validation = next(c for c in callbacks if isinstance(c, FullContextValidation))
+    validation.set_model(model)
+    logs = {}
+    validation.on_epoch_end(0, logs)
+    rows = parallel_streams(val, cfg.trainer.batch_size, cfg.trainer.seq_len)  # the layout it scores, padded
+    assert 0 < rows.tokens == len(val) < rows.w.size
+    logits = np.asarray(model(rows.x, training=False), dtype=np.float64)  # one call over every row
+    top = logits.max(-1)
+    nll = np.log(np.exp(logits - top[..., None]).sum(-1)) + top - np.take_along_axis(logits, rows.y[..., None], -1)[..., 0]
+    exact_sum = float((nll * rows.w).sum())
+    assert logs["val_nll"] == pytest.approx(exact_sum / len(val), rel=1e-5)
+    assert logs["val_bpc"] == pytest.approx(exact_sum / math.log(2) / chars, rel=1e-5)
+    # Keras' own val_loss divides by padding too: the number this replaces was lower than the truth.
+    windows = make_windows(val, 32, pad_last=True)
+    keras_loss = model.evaluate(to_dataset(windows, 4, shuffle=False, seed=0), verbose=0, return_dict=True)["loss"]
+    assert keras_loss == pytest.approx(logs["val_nll"] * windows.tokens / windows.w.size, rel=1e-3)
+
+    monitors = {c.monitor for c in callbacks
+                if isinstance(c, (keras.callbacks.EarlyStopping, keras.callbacks.ReduceLROnPlateau))}
+    assert monitors == {"val_bpc"}
+    history = {"loss": [2.0], "nll": [2.0], "val_loss": [keras_loss], "val_nll": [logs["val_nll"]],
+               "val_bpc": [logs["val_bpc"]]}
+    panels = dict(curves(history))
+    assert panels["next-token NLL (nats per token)"] == {"nll": [2.0], "val_nll": [logs["val_nll"]]}
+    assert not any("val_loss" in series for series in panels.values())
