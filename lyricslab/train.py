@@ -5,6 +5,7 @@ Plain function, no Hydra main here (see run.py), so sweeps and tests call it dir
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -14,7 +15,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter off the console
 
@@ -49,6 +50,26 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
         if loss is not None and not math.isfinite(float(loss)):
             raise NonFiniteLoss(f"loss became {loss} in epoch {epoch + 1}; lower optimizer.learning_rate "
                                 f"or set trainer.gradient_clip")
+
+
+@contextlib.contextmanager
+def diverged_as_non_finite_loss(model: keras.Model) -> Iterator[None]:
+    """Report a diverged run as NonFiniteLoss even when no epoch ends to show the loss.
+
+    Keras' sparse update for the embedding (RMSprop divides by a dense denominator) takes a path
+    for NaN denominators that fails on repeated token ids with a graph error, inside the very
+    step whose loss became NaN. Non-finite weights or optimizer state tell that crash from a bug.
+    """
+    import tensorflow as tf
+
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as err:
+        values = [*model.weights, *model.optimizer.variables]
+        if all(np.isfinite(keras.ops.convert_to_numpy(v)).all() for v in values):
+            raise
+        raise NonFiniteLoss("training diverged (weights or optimizer state became non-finite); lower "
+                            "optimizer.learning_rate or set trainer.gradient_clip") from err
 
 
 class MlflowEpochLogger(keras.callbacks.Callback):
@@ -198,9 +219,10 @@ def train(cfg: Any, callbacks: Sequence[keras.callbacks.Callback] = (), parent_r
             mlflow.log_metrics({"val_oov_rate": summary["val"]["oov_rate"], "test_oov_rate": summary["test"]["oov_rate"]})
         fit_start = time.perf_counter()
         # No validation_data: FullContextValidation scores the val split each epoch instead.
-        history = model.fit(train_ds, epochs=tr.epochs, steps_per_epoch=steps, shuffle=False,
-                            callbacks=fit_callbacks(cfg, derived, validation, callbacks),
-                            verbose=progress_verbosity(tr.verbose)).history
+        with diverged_as_non_finite_loss(model):
+            history = model.fit(train_ds, epochs=tr.epochs, steps_per_epoch=steps, shuffle=False,
+                                callbacks=fit_callbacks(cfg, derived, validation, callbacks),
+                                verbose=progress_verbosity(tr.verbose)).history
         fit_seconds = time.perf_counter() - fit_start
 
         eval_start = time.perf_counter()
