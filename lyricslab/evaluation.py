@@ -106,6 +106,8 @@ class SlidingWindowScorer:
     def __init__(self, model: keras.Model, stride: int | None, batch_size: int):
         self.context = int(model.get_layer("position_embedding").sequence_length)
         self.stride = int(stride) if stride else max(self.context // 2, 1)
+        if not 0 < self.stride <= self.context:  # checked here, before training, not at the first validation
+            raise ValueError(f"trainer.eval_stride must be between 1 and the context ({self.context}), not {stride}")
         self.batch_size = batch_size
         self.forward = _forward(model, self.context)
 

@@ -73,9 +73,12 @@ def test_parallel_streams_cover_the_stream_contiguously(length, rows, chunk):
     assert laid.x[laid.w > 0].tolist() == with_start(stream)[:-1].tolist()
 
 
-def test_empty_split_is_a_clear_error():
+def test_empty_split_and_bad_stride_are_clear_errors():
     with pytest.raises(ValueError, match="no tokens to score"):
         parallel_streams(np.zeros(0, np.int32), 4, 8)
+    model, cfg = tiny_model("transformer")
+    with pytest.raises(ValueError, match="trainer.eval_stride must be between 1 and the context"):
+        SlidingWindowScorer(model, stride=cfg.model.context + 1, batch_size=4)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "simple_rnn"])
