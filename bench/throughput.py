@@ -92,7 +92,7 @@ def pair(model_name: str, vocab: int = VOCAB, extra=()):
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     ds_ours, ds_plain = batches(cfg, vocab, steps())
     tokens = steps() * cfg.trainer.batch_size * cfg.trainer.seq_len
-    callbacks = [DerivedMetrics(1.0, cfg.trainer.batch_size * cfg.trainer.seq_len)]
+    callbacks = [DerivedMetrics(cfg.trainer.batch_size * cfg.trainer.seq_len)]
     run_ours = lambda: timed(lambda: ours.fit(ds_ours, epochs=1, verbose=0, callbacks=callbacks))  # noqa: E731
     run_plain = lambda: timed(lambda: plain.fit(ds_plain, epochs=1, verbose=0))  # noqa: E731
     return cfg, ours, plain, run_ours, run_plain, tokens

@@ -34,7 +34,7 @@ def build_optimizer(cfg: Any, steps_per_epoch: int) -> keras.optimizers.Optimize
 
 
 def scheduler_callbacks(cfg: Any) -> list[keras.callbacks.Callback]:
-    if cfg.name == "plateau":
-        return [keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=cfg.factor, patience=cfg.patience,
-                                                  min_lr=cfg.min_lr, verbose=0)]
+    if cfg.name == "plateau":  # on the full-context val_bpc, the number the run is judged by
+        return [keras.callbacks.ReduceLROnPlateau(monitor="val_bpc", mode="min", factor=cfg.factor,
+                                                  patience=cfg.patience, min_lr=cfg.min_lr, verbose=0)]
     return []

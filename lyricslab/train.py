@@ -5,6 +5,7 @@ Plain function, no Hydra main here (see run.py), so sweeps and tests call it dir
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -14,7 +15,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter off the console
 
@@ -24,17 +25,19 @@ import numpy as np  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from lyricslab import tracking  # noqa: E402
-from lyricslab.callbacks import LN2, DerivedMetrics  # noqa: E402
+from lyricslab.callbacks import DerivedMetrics, FullContextValidation  # noqa: E402
 from lyricslab.data import load_splits  # noqa: E402
 from lyricslab.data.prepare import SPLITS  # noqa: E402
 from lyricslab.bundle import save_bundle  # noqa: E402
+from lyricslab.evaluation import full_context_scorer, score_windows  # noqa: E402
 from lyricslab.generation import write_samples  # noqa: E402
 from lyricslab.lyric_metrics import sample_metrics  # noqa: E402
 from lyricslab.models import build_model  # noqa: E402
+from lyricslab.ngram import baseline_bpc  # noqa: E402
 from lyricslab.optim import build_optimizer, scheduler_callbacks  # noqa: E402
 from lyricslab.plots import learning_curves  # noqa: E402
-from lyricslab.tokenizers import UNK_ID, Tokenizer, load_tokenizer, train_tokenizer  # noqa: E402
-from lyricslab.windows import Windows, make_windows, to_dataset  # noqa: E402
+from lyricslab.tokenizers import Tokenizer, load_tokenizer, train_tokenizer  # noqa: E402
+from lyricslab.windows import make_windows, to_dataset  # noqa: E402
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -49,6 +52,26 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
                                 f"or set trainer.gradient_clip")
 
 
+@contextlib.contextmanager
+def diverged_as_non_finite_loss(model: keras.Model) -> Iterator[None]:
+    """Report a diverged run as NonFiniteLoss even when no epoch ends to show the loss.
+
+    Keras' sparse update for the embedding (RMSprop divides by a dense denominator) takes a path
+    for NaN denominators that fails on repeated token ids with a graph error, inside the very
+    step whose loss became NaN. Non-finite weights or optimizer state tell that crash from a bug.
+    """
+    import tensorflow as tf
+
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as err:
+        values = [*model.weights, *model.optimizer.variables]
+        if all(np.isfinite(keras.ops.convert_to_numpy(v)).all() for v in values):
+            raise
+        raise NonFiniteLoss("training diverged (weights or optimizer state became non-finite); lower "
+                            "optimizer.learning_rate or set trainer.gradient_clip") from err
+
+
 class MlflowEpochLogger(keras.callbacks.Callback):
     """Every number in the epoch's logs, with the epoch as the step.
 
@@ -57,7 +80,7 @@ class MlflowEpochLogger(keras.callbacks.Callback):
     """
 
     def on_epoch_end(self, epoch, logs=None):
-        if logs:
+        if logs and mlflow.active_run() is not None:
             mlflow.log_metrics({k: float(v) for k, v in logs.items()}, step=epoch)
 
 
@@ -94,32 +117,24 @@ def compile_model(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> 
     )
 
 
-def evaluate_split(model: keras.Model, windows: Windows, chars: int, batch_size: int, prefix: str) -> dict[str, float]:
-    """Exact sums over every real token: loss, perplexity, bits/char, accuracy, macro P/R/F1."""
-    from sklearn.metrics import precision_recall_fscore_support
+def fit_callbacks(cfg: Any, derived: DerivedMetrics, validation: FullContextValidation,
+                  extra: Sequence[keras.callbacks.Callback] = ()) -> list[keras.callbacks.Callback]:
+    """The callbacks of every fit, in the order they must run: Keras hands each the same logs dict,
+    so the derived and full-context val metrics come first, then whatever reads them."""
+    return [derived, validation, MlflowEpochLogger(), StopOnNonFiniteLoss(),
+            keras.callbacks.EarlyStopping(monitor="val_bpc", mode="min", patience=cfg.trainer.patience,
+                                          restore_best_weights=True),
+            *scheduler_callbacks(cfg.scheduler), *extra]
 
-    import tensorflow as tf
 
-    # One graph for every batch shape (predict_on_batch retraces on the ragged last batch).
-    forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True,
-                          input_signature=[tf.TensorSpec([None, None], tf.int32)])
-    nll_sum, count, y_true, y_pred = 0.0, 0, [], []
-    for i in range(0, len(windows.x), batch_size):
-        logits = np.asarray(forward(windows.x[i:i + batch_size]), dtype=np.float64)
-        y, w = windows.y[i:i + batch_size], windows.w[i:i + batch_size] > 0
-        log_z = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
-        picked = np.take_along_axis(logits, y[..., None], axis=-1)[..., 0]
-        nll_sum += float(((log_z - picked) * w).sum())
-        count += int(w.sum())
-        y_true.append(y[w])
-        y_pred.append(logits.argmax(-1)[w])
-    true, pred = np.concatenate(y_true), np.concatenate(y_pred)
-    precision, recall, f1, _ = precision_recall_fscore_support(true, pred, average="macro", zero_division=0)
-    nll = nll_sum / max(count, 1)
-    return {f"{prefix}loss": nll, f"{prefix}perplexity": math.exp(min(nll, 50.0)),
-            f"{prefix}bpc": nll_sum / LN2 / max(chars, 1), f"{prefix}accuracy": float((true == pred).mean()),
-            f"{prefix}precision_macro": float(precision), f"{prefix}recall_macro": float(recall),
-            f"{prefix}f1_macro": float(f1), f"{prefix}tokens": float(count)}
+def evaluate_test(model: keras.Model, scorer: Any, stream: np.ndarray, chars: int, seq_len: int,
+                  batch_size: int) -> dict[str, float]:
+    """Full-context test metrics, plus `test_bpc_windowed` (non-overlapping windows, no carried
+    context) to show what the cheap measure would have reported for the same weights."""
+    metrics = scorer(stream, keep_predictions=True).metrics(chars, "test_")
+    windowed = score_windows(model, make_windows(stream, seq_len, pad_last=True), batch_size)
+    metrics["test_bpc_windowed"] = windowed.metrics(chars, "")["bpc"]
+    return metrics
 
 
 def tokenize_splits(tok_cfg: Any, texts: dict[str, list[str]], cache_path: Path | None
@@ -151,12 +166,26 @@ def tokenize_splits(tok_cfg: Any, texts: dict[str, list[str]], cache_path: Path 
     return tokenizer, streams
 
 
+def ngram_baseline(cfg: Any, texts: dict[str, list[str]], cache_path: Path | None) -> dict[str, float]:
+    """The Kneser-Ney character n-gram's val/test bits/char on these splits (`baseline.order`; null: off).
+
+    Fitted on the train split once per data config (cached beside the prepared splits), so every
+    run and sweep trial on the same data carries the same reference numbers.
+    """
+    order = (cfg.get("baseline") or {}).get("order")
+    if not order:
+        return {}
+    cache = Path(f"{cache_path}-ngram{int(order)}.json") if cache_path is not None else None
+    bpc = baseline_bpc(texts["train"], {"val": texts["val"], "test": texts["test"]}, int(order), cache)
+    return {f"baseline_ngram_{name}_bpc": value for name, value in bpc.items()}
+
+
 def train(cfg: Any, callbacks: Sequence[keras.callbacks.Callback] = (), parent_run_id: str | None = None,
           tags: dict[str, str] | None = None, on_run_start: Callable[[str], None] | None = None) -> dict[str, float]:
     """Train one model as configured; log everything to one MLflow run; return the final metrics.
 
     `callbacks` run after the metric and logging callbacks (e.g. an Optuna pruning callback sees
-    val_bpc); `parent_run_id` nests the run under a sweep's parent run; `on_run_start(run_id)` is
+    each epoch's full-context val_bpc); `parent_run_id` nests the run under a sweep's parent run; `on_run_start(run_id)` is
     called as soon as the MLflow run exists (a sweep records it on the trial).
     """
     started = time.perf_counter()
@@ -166,50 +195,46 @@ def train(cfg: Any, callbacks: Sequence[keras.callbacks.Callback] = (), parent_r
     texts = {name: getattr(splits, name) for name in SPLITS}
     tokenizer, streams = tokenize_splits(cfg.tokenizer, texts, splits.cache_path)
     chars = {name: sum(len(s) + 1 for s in texts[name]) for name in SPLITS}  # +1: the end-of-song mark
-    windows = {name: make_windows(streams[name], tr.seq_len, pad_last=name != "train") for name in SPLITS}
+    train_windows = make_windows(streams["train"], tr.seq_len, pad_last=False)
 
-    batches = max(len(windows["train"].x) // tr.batch_size, 1)
+    batches = max(len(train_windows.x) // tr.batch_size, 1)
     steps = min(batches, tr.steps_per_epoch) if tr.steps_per_epoch else batches
-    train_ds = to_dataset(windows["train"], tr.batch_size, shuffle=True, seed=tr.seed, repeat=bool(tr.steps_per_epoch))
-    val_ds = to_dataset(windows["val"], tr.batch_size, shuffle=False, seed=tr.seed)
+    train_ds = to_dataset(train_windows, tr.batch_size, shuffle=True, seed=tr.seed, repeat=bool(tr.steps_per_epoch))
 
     summary = splits.summary()
     for name in SPLITS:
         summary[name]["tokens"] = int(len(streams[name]))
     summary["vocab_size"] = tokenizer.vocab_size
-    if tokenizer.kind == "word":
-        for name in ("val", "test"):
-            summary[name]["oov_rate"] = float((streams[name] == UNK_ID).mean())
+    baseline = ngram_baseline(cfg, texts, splits.cache_path)
 
     with tracking.training_run(cfg, parent_run_id=parent_run_id, tags=tags) as run:
         if on_run_start:
             on_run_start(run.info.run_id)
         model = build_model(cfg, tokenizer.vocab_size)
         compile_model(model, build_optimizer(cfg, steps))
-        derived = DerivedMetrics(val_tokens_per_char=windows["val"].tokens / chars["val"],
-                                 tokens_per_step=tr.batch_size * tr.seq_len)
-        fit_callbacks = [derived, MlflowEpochLogger(), StopOnNonFiniteLoss(),
-                         keras.callbacks.EarlyStopping(monitor="val_loss", patience=tr.patience,
-                                                       restore_best_weights=True),
-                         *scheduler_callbacks(cfg.scheduler), *callbacks]
+        derived = DerivedMetrics(tokens_per_step=tr.batch_size * tr.seq_len)
+        scorer = full_context_scorer(model, tr)
+        validation = FullContextValidation(scorer, streams["val"], chars["val"])
         mlflow.log_params({"data.vocab_size": tokenizer.vocab_size, "model.params": model.count_params()})
-        if tokenizer.kind == "word":
-            mlflow.log_metrics({"val_oov_rate": summary["val"]["oov_rate"], "test_oov_rate": summary["test"]["oov_rate"]})
+        mlflow.log_metrics(baseline)
         fit_start = time.perf_counter()
-        history = model.fit(train_ds, validation_data=val_ds, epochs=tr.epochs, steps_per_epoch=steps,
-                            callbacks=fit_callbacks, verbose=progress_verbosity(tr.verbose), shuffle=False).history
+        # No validation_data: FullContextValidation scores the val split each epoch instead.
+        with diverged_as_non_finite_loss(model):
+            history = model.fit(train_ds, epochs=tr.epochs, steps_per_epoch=steps, shuffle=False,
+                                callbacks=fit_callbacks(cfg, derived, validation, callbacks),
+                                verbose=progress_verbosity(tr.verbose)).history
         fit_seconds = time.perf_counter() - fit_start
 
         eval_start = time.perf_counter()
-        metrics = evaluate_split(model, windows["test"], chars["test"], tr.batch_size, prefix="test_")
+        metrics = evaluate_test(model, scorer, streams["test"], chars["test"], tr.seq_len, tr.batch_size)
         metrics["eval_seconds"] = time.perf_counter() - eval_start
-        best = int(np.argmin(history["val_loss"]))
-        # best_*: the restored (best) epoch; the per-epoch curves keep their own names.
-        metrics.update({f"best_{k}": float(history[k][best]) for k in ("val_bpc", "val_loss", "val_perplexity",
+        best = int(np.argmin(history["val_bpc"]))
+        # best_*: the restored (best) epoch; the per-epoch series keep the plain names (val_bpc, ...).
+        metrics.update({f"best_{k}": float(history[k][best]) for k in ("val_bpc", "val_nll", "val_perplexity",
                                                                            "val_accuracy", "val_top5_accuracy")})
         metrics.update({
             "best_epoch": float(best + 1),
-            "epochs_run": float(len(history["val_loss"])), "params": float(model.count_params()),
+            "epochs_run": float(len(history["val_bpc"])), "params": float(model.count_params()),
             "train_tokens_per_sec": steps * tr.batch_size * tr.seq_len * len(history["loss"]) / max(derived.train_seconds, 1e-9),
             "train_seconds": fit_seconds,
         })
@@ -227,7 +252,12 @@ def train(cfg: Any, callbacks: Sequence[keras.callbacks.Callback] = (), parent_r
             metrics.update(sample_metrics(samples, texts["train"], texts["val"]))  # ref_*: same count and length
             metrics["lyric_metric_seconds"] = time.perf_counter() - lyric_start
             mlflow.log_artifacts(tmp)
+        metrics.update(baseline)
+        if baseline:  # below 1: the model beats the n-gram on the same test songs
+            metrics["test_bpc_vs_baseline"] = metrics["test_bpc"] / baseline["baseline_ngram_test_bpc"]
         metrics["wall_seconds"] = time.perf_counter() - started
         mlflow.log_metrics(metrics)
-    metrics["val_bpc"] = metrics["best_val_bpc"]  # the objective sweeps minimise by default
+    # Not logged (MLflow's val_bpc is the per-epoch series): the sweep objective `val_bpc` is the
+    # series' best, the restored epoch, the same number as best_val_bpc.
+    metrics["val_bpc"] = metrics["best_val_bpc"]
     return metrics

@@ -1,9 +1,17 @@
-"""Token streams -> tf.data batches of (input window, next-token targets, weights)."""
+"""Token streams -> model inputs: training windows, and the layouts that score every token once.
+
+Three layouts, each with weights that are 0 on padding (and, when windows overlap, on tokens an
+earlier window already scored), so sums over weighted tokens count every real token exactly once:
+- `make_windows`: non-overlapping windows (training; the cheap "windowed" evaluation);
+- `sliding_windows`: overlapping windows for full-context transformer scoring;
+- `parallel_streams`: a few long contiguous rows for carried-state RNN scoring.
+"""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 
@@ -14,20 +22,27 @@ from lyricslab.tokenizers import EOS_ID, PAD_ID
 class Windows:
     x: np.ndarray  # (n, seq_len) int32
     y: np.ndarray  # (n, seq_len) int32, x shifted by one
-    w: np.ndarray  # (n, seq_len) float32, 0 on padding
+    w: np.ndarray  # (n, seq_len) float32, 1 where a token is scored, 0 on padding
 
     @property
     def tokens(self) -> int:
         return int(self.w.sum())
 
 
+def with_start(stream: np.ndarray) -> np.ndarray:
+    """The stream with a leading <eos>, so that its first real token is predicted too."""
+    stream = np.concatenate([[EOS_ID], stream]).astype(np.int32)
+    if len(stream) < 2:
+        raise ValueError("split has no tokens to score; use more data or a larger data_size")
+    return stream
+
+
 def make_windows(stream: np.ndarray, seq_len: int, pad_last: bool) -> Windows:
     """Cut one stream into non-overlapping windows.
 
-    The stream starts with <eos> so the first real token is predicted too. Train drops the
-    ragged end; val/test pad it (weight 0) so that every token is scored exactly once.
+    Train drops the ragged end; val/test pad it (weight 0) so that every token is scored exactly once.
     """
-    stream = np.concatenate([[EOS_ID], stream]).astype(np.int32)
+    stream = with_start(stream)
     targets = len(stream) - 1
     n = math.ceil(targets / seq_len) if pad_last else targets // seq_len
     if n == 0:
@@ -39,6 +54,48 @@ def make_windows(stream: np.ndarray, seq_len: int, pad_last: bool) -> Windows:
     x = stream[: n * seq_len].reshape(n, seq_len)
     y = stream[1:needed].reshape(n, seq_len)
     w = (y != PAD_ID).astype(np.float32)
+    return Windows(x, y, w)
+
+
+def sliding_windows(stream: np.ndarray, context: int, stride: int, batch_size: int) -> Iterator[Windows]:
+    """Overlapping windows of `context` tokens, `stride` apart, in batches (built lazily: they overlap).
+
+    The first window scores all its targets; every later one only its last `stride` targets, the
+    ones no earlier window scored. So each target is scored once, and every target past the first
+    window sees at least `context - stride` tokens before it.
+    """
+    if not 0 < stride <= context:
+        raise ValueError(f"trainer.eval_stride must be between 1 and the context ({context}), not {stride}")
+    stream = with_start(stream)
+    targets = len(stream) - 1
+    count = 1 + max(math.ceil((targets - context) / stride), 0)
+    last = (count - 1) * stride + context + 1  # the right-padded stream covers every window's inputs and targets
+    padded = np.concatenate([stream, np.full(max(last - len(stream), 0), PAD_ID, dtype=np.int32)])
+    offsets = np.arange(context)
+    for first in range(0, count, batch_size):
+        starts = np.arange(first, min(first + batch_size, count)) * stride
+        positions = starts[:, None] + offsets  # target j is stream[j + 1], predicted from stream[: j + 1]
+        new_from = np.where(starts == 0, 0, starts + context - stride)[:, None]
+        scored = (positions >= new_from) & (positions < targets)
+        yield Windows(padded[positions], padded[positions + 1], scored.astype(np.float32))
+
+
+def parallel_streams(stream: np.ndarray, rows: int, chunk: int) -> Windows:
+    """The stream cut into `rows` contiguous rows of equal length (a multiple of `chunk`).
+
+    A model that carries its state along each row, `chunk` tokens at a time, conditions every
+    token on everything before it in its row; only the rows' first tokens start from nothing.
+    The end of the last row is padding (weight 0).
+    """
+    stream = with_start(stream)
+    targets = len(stream) - 1
+    rows = max(1, min(rows, math.ceil(targets / chunk)))  # no row made of padding alone
+    length = math.ceil(targets / (rows * chunk)) * chunk
+    total = rows * length
+    pad = np.full(total - targets, PAD_ID, dtype=np.int32)
+    x = np.concatenate([stream[:-1], pad]).reshape(rows, length)
+    y = np.concatenate([stream[1:], pad]).reshape(rows, length)
+    w = (np.arange(total) < targets).astype(np.float32).reshape(rows, length)
     return Windows(x, y, w)
 
 

@@ -1,0 +1,170 @@
+"""Scoring a token stream with a trained model: exact sums over every real token.
+
+Two ways to lay a stream out for the model:
+- windowed (`score_windows`): non-overlapping windows of seq_len tokens, no state between them,
+  so a token sees on average seq_len / 2 tokens of context: the cheap, biased measure;
+- full context (`full_context_scorer`): a transformer reads overlapping windows of its whole
+  context and scores only each window's new tokens; an RNN reads a few long rows chunk by chunk
+  and carries its recurrent state across chunks, so each token is conditioned on everything
+  before it in its row.
+Both score every real token exactly once and leave padding out, so bits/char stays exact.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import keras
+import numpy as np
+
+from lyricslab.windows import Windows, parallel_streams, sliding_windows
+
+LN2 = math.log(2.0)
+
+
+@dataclass
+class Scores:
+    """Sums over the scored tokens of one split, plus the targets and argmax predictions if kept."""
+
+    nll_sum: float = 0.0  # nats
+    tokens: int = 0
+    correct: int = 0
+    top5: int = 0
+    y_true: list[np.ndarray] = field(default_factory=list)
+    y_pred: list[np.ndarray] = field(default_factory=list)
+
+    def add(self, stats: tuple, windows: Windows, keep_predictions: bool) -> None:
+        nll, pred, top5 = (np.asarray(s) for s in stats)
+        scored = windows.w > 0
+        self.nll_sum += float(nll.astype(np.float64)[scored].sum())
+        self.tokens += int(scored.sum())
+        self.correct += int((pred == windows.y)[scored].sum())
+        self.top5 += int(top5[scored].sum())
+        if keep_predictions:
+            self.y_true.append(windows.y[scored])
+            self.y_pred.append(pred[scored])
+
+    def metrics(self, chars: int, prefix: str) -> dict[str, float]:
+        """Mean NLL per token, perplexity, bits per character, accuracy, top-5 accuracy, token count;
+        macro precision/recall/F1 of next-token prediction when predictions were kept."""
+        nll = self.nll_sum / max(self.tokens, 1)
+        out = {f"{prefix}nll": nll, f"{prefix}perplexity": math.exp(min(nll, 50.0)),
+               f"{prefix}bpc": self.nll_sum / LN2 / max(chars, 1),
+               f"{prefix}accuracy": self.correct / max(self.tokens, 1),
+               f"{prefix}top5_accuracy": self.top5 / max(self.tokens, 1), f"{prefix}tokens": float(self.tokens)}
+        if self.y_true:
+            from sklearn.metrics import precision_recall_fscore_support
+
+            true, pred = np.concatenate(self.y_true), np.concatenate(self.y_pred)
+            precision, recall, f1, _ = precision_recall_fscore_support(true, pred, average="macro", zero_division=0)
+            out.update({f"{prefix}precision_macro": float(precision), f"{prefix}recall_macro": float(recall),
+                        f"{prefix}f1_macro": float(f1)})
+        return out
+
+
+def token_stats(logits, targets):
+    """Per-token NLL (nats), argmax prediction and top-5 hit, computed where the logits are (no
+    (batch, time, vocab) array crosses to the host)."""
+    import tensorflow as tf
+
+    logits = tf.cast(logits, tf.float32)
+    nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits)
+    pred = tf.argmax(logits, axis=-1, output_type=tf.int32)
+    vocab = tf.shape(logits)[-1]
+    # Same tie rule as Keras' SparseTopKCategoricalAccuracy (ops.in_top_k).
+    hit = tf.math.in_top_k(tf.reshape(targets, [-1]), tf.reshape(logits, [-1, vocab]), k=5)
+    return nll, pred, tf.reshape(hit, tf.shape(targets))
+
+
+def score_batches(forward, batches: Iterable[Windows], keep_predictions: bool) -> Scores:
+    scores = Scores()
+    for windows in batches:
+        scores.add(forward(windows.x, windows.y), windows, keep_predictions)
+    return scores
+
+
+def _forward(model: keras.Model, length: int | None):
+    import tensorflow as tf
+
+    spec = tf.TensorSpec([None, length], tf.int32)
+    # One graph for every batch (predict_on_batch would retrace on the ragged last batch).
+    return tf.function(lambda x, y: token_stats(model(x, training=False), y), input_signature=[spec, spec])
+
+
+def score_windows(model: keras.Model, windows: Windows, batch_size: int, keep_predictions: bool = False) -> Scores:
+    """Windowed scoring: each window on its own, from an empty context."""
+    batches = (Windows(windows.x[i:i + batch_size], windows.y[i:i + batch_size], windows.w[i:i + batch_size])
+               for i in range(0, len(windows.x), batch_size))
+    return score_batches(_forward(model, None), batches, keep_predictions)
+
+
+class SlidingWindowScorer:
+    """Full-context scoring for a transformer: windows of its whole context, `stride` tokens apart."""
+
+    def __init__(self, model: keras.Model, stride: int | None, batch_size: int):
+        self.context = int(model.get_layer("position_embedding").sequence_length)
+        self.stride = int(stride) if stride else max(self.context // 2, 1)
+        if not 0 < self.stride <= self.context:  # checked here, before training, not at the first validation
+            raise ValueError(f"trainer.eval_stride must be between 1 and the context ({self.context}), not {stride}")
+        self.batch_size = batch_size
+        self.forward = _forward(model, self.context)
+
+    def __call__(self, stream: np.ndarray, keep_predictions: bool = False) -> Scores:
+        batches = sliding_windows(stream, self.context, self.stride, self.batch_size)
+        return score_batches(self.forward, batches, keep_predictions)
+
+
+class CarriedStateScorer:
+    """Full-context scoring for an RNN: `rows` parallel rows, `chunk` tokens per call, state carried.
+
+    Keras RNN layers return their final state only when built with `return_state=True`, so each
+    trained layer gets an evaluation twin built from its config with that flag; the twin's
+    weights are copied from the trained layer at every call (cheap next to a pass over the split).
+    The twins are the same Keras layer classes, so they run the same kernels (cuDNN on a GPU).
+    """
+
+    def __init__(self, model: keras.Model, chunk: int, rows: int):
+        import tensorflow as tf
+
+        self.chunk, self.rows = chunk, rows
+        self.embedding = model.get_layer("embedding")
+        names = {layer.name for layer in model.layers}
+        self.projection = model.get_layer("projection") if "projection" in names else None
+        self.layers = [layer for layer in model.layers if isinstance(layer, keras.layers.RNN)]
+        self.twins = []
+        for layer in self.layers:
+            twin = type(layer).from_config({**layer.get_config(), "return_state": True, "name": f"{layer.name}_eval"})
+            twin(keras.ops.zeros((1, 1, layer.cell.kernel.shape[0]), dtype=layer.compute_dtype))  # builds it
+            self.twins.append(twin)
+        self.step = tf.function(self._step, reduce_retracing=True)
+
+    def _step(self, x, y, states):
+        hidden, new = self.embedding(x), []
+        for twin, state in zip(self.twins, states):
+            hidden, *state = twin(hidden, initial_state=state, training=False)
+            new.append(state)
+        if self.projection is not None:
+            hidden = self.projection(hidden)
+        return token_stats(self.embedding(hidden, reverse=True), y), new
+
+    def __call__(self, stream: np.ndarray, keep_predictions: bool = False) -> Scores:
+        for layer, twin in zip(self.layers, self.twins):
+            twin.set_weights(layer.get_weights())
+        rows = parallel_streams(stream, self.rows, self.chunk)
+        states = [twin.get_initial_state(len(rows.x)) for twin in self.twins]
+        states = [list(s) if isinstance(s, (list, tuple)) else [s] for s in states]
+        scores = Scores()
+        for t in range(0, rows.x.shape[1], self.chunk):
+            chunk = Windows(rows.x[:, t:t + self.chunk], rows.y[:, t:t + self.chunk], rows.w[:, t:t + self.chunk])
+            stats, states = self.step(chunk.x, chunk.y, states)
+            scores.add(stats, chunk, keep_predictions)
+        return scores
+
+
+def full_context_scorer(model: keras.Model, trainer) -> SlidingWindowScorer | CarriedStateScorer:
+    """The full-context scorer for this model family (transformers have a position embedding)."""
+    if "position_embedding" in {layer.name for layer in model.layers}:
+        return SlidingWindowScorer(model, trainer.get("eval_stride"), int(trainer.batch_size))
+    return CarriedStateScorer(model, chunk=int(trainer.seq_len), rows=int(trainer.batch_size))
