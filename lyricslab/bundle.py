@@ -39,6 +39,9 @@ def save_bundle(folder: Path, model: Any, tokenizer: Tokenizer, cfg: Any) -> Pat
 
 def load_folder(folder: Path, source: str, extras: Path | None = None) -> Bundle:
     """Load a bundle; `extras` is where tokenizer/ and config.yaml are when the folder lacks them."""
+    from lyricslab.runtime import quiet_tensorflow
+
+    quiet_tensorflow()
     import keras
     from omegaconf import OmegaConf
 

@@ -6,7 +6,10 @@ import math
 import time
 from typing import Callable
 
-import keras
+from lyricslab.runtime import quiet_tensorflow
+
+quiet_tensorflow()  # before keras: TensorFlow's start-up lines stay off the console
+import keras  # noqa: E402
 import numpy as np
 
 from lyricslab.evaluation import Scores

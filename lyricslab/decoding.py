@@ -14,8 +14,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import keras
-import keras_hub
+from lyricslab.runtime import quiet_tensorflow
+
+quiet_tensorflow()  # before keras: TensorFlow's start-up lines stay off the console
+import keras  # noqa: E402
+import keras_hub  # noqa: E402
 from keras import ops
 
 

@@ -16,7 +16,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Iterable
 
-import keras
+from lyricslab.runtime import quiet_tensorflow
+
+quiet_tensorflow()  # before keras: TensorFlow's start-up lines stay off the console
+import keras  # noqa: E402
 import numpy as np
 
 from lyricslab.windows import Windows, parallel_streams, sliding_windows

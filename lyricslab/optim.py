@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import keras
+from lyricslab.runtime import quiet_tensorflow
+
+quiet_tensorflow()  # before keras: TensorFlow's start-up lines stay off the console
+import keras  # noqa: E402
 from hydra.utils import instantiate
 
 

@@ -14,7 +14,8 @@ from omegaconf import DictConfig
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 # The names MLflow logs them under; best_val_bpc is the restored epoch's (full-context) val bits/char.
-KEY_METRICS = ["best_val_bpc", "test_bpc", "test_bpc_windowed", "test_perplexity", "test_accuracy", "test_f1_macro",
+KEY_METRICS = ["best_val_bpc", "test_bpc", "baseline_ngram_test_bpc", "test_bpc_vs_baseline", "test_bpc_windowed",
+               "test_perplexity", "test_accuracy", "test_f1_macro",
                "params", "train_tokens_per_sec", "train_seconds"]
 
 
@@ -31,7 +32,7 @@ def print_summary(metrics: dict[str, float], cfg: DictConfig) -> None:
     for key in KEY_METRICS:
         if key in metrics:
             value = metrics[key]
-            print(f"  {key:<22} {value:,.0f}" if value >= 1000 else f"  {key:<22} {value:.4f}")
+            print(f"  {key:<24} {value:,.0f}" if value >= 1000 else f"  {key:<24} {value:.4f}")
     if run is not None:
         try:
             sample = mlflow.artifacts.load_text(f"{run.info.artifact_uri}/samples.txt")

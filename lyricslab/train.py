@@ -19,6 +19,9 @@ from typing import Any, Callable, Iterator, Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter off the console
 
+from lyricslab.runtime import quiet_tensorflow  # noqa: E402
+
+quiet_tensorflow()  # before keras: TensorFlow's start-up lines stay off the console
 import keras  # noqa: E402
 import mlflow  # noqa: E402
 import numpy as np  # noqa: E402
