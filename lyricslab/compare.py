@@ -24,7 +24,7 @@ COLUMNS = {
     "best_val_bpc": "metrics.best_val_bpc", "test_bpc": "metrics.test_bpc",
     "test_perplexity": "metrics.test_perplexity", "test_accuracy": "metrics.test_accuracy",
     "test_precision": "metrics.test_precision_macro", "test_recall": "metrics.test_recall_macro",
-    "test_f1": "metrics.test_f1_macro", "rhyme": "metrics.rhyme_density", "distinct_2": "metrics.distinct_2",
+    "test_f1": "metrics.test_f1_macro", "vs_ngram": "metrics.test_bpc_vs_baseline", "rhyme": "metrics.rhyme_density", "distinct_2": "metrics.distinct_2",
     "copy_rate": "metrics.copy_rate", "tokens_per_s": "metrics.train_tokens_per_sec", "minutes": "metrics.wall_seconds",
 }
 # Runs from before best_val_bpc existed: the per-epoch val_bpc series (MLflow gives its last value).
@@ -39,6 +39,8 @@ LEGEND = """\
 - test_perplexity, test_accuracy and macro test_precision/recall/f1 are per token: their meaning changes with the
   tokenizer (a character, a word or a subword piece), so compare them only between runs with the same tokenizer;
   bits per character compare across tokenizers.
+- vs_ngram: test_bpc over the Kneser-Ney character n-gram's on the same test songs (below 1 beats it). The n-gram
+  itself is a row of its own (run `baseline`), one per data set in the table.
 - rhyme, distinct_2, copy_rate: lyric metrics of the run's samples (their ref_* twins, on human text, are in MLflow).
 """
 
@@ -75,10 +77,23 @@ def leaderboard(experiment: str | None = "lyricslab", sweep: str | None = None, 
         return out.fillna(runs[fallback]) if fallback in runs else out
 
     table = pd.DataFrame({title: values(title) for title in COLUMNS})
+    table = pd.concat([table, baseline_rows(runs)], ignore_index=True) if len(runs) else table
     table["minutes"] = table["minutes"] / 60
     table["run"] = table["run"].str[:8]
     table = table.sort_values(column, ascending=column not in HIGHER_IS_BETTER, na_position="last").head(top)
     return table.reset_index(drop=True)
+
+
+def baseline_rows(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per distinct n-gram baseline among the runs (each data set has its own)."""
+    val, test = "metrics.baseline_ngram_val_bpc", "metrics.baseline_ngram_test_bpc"
+    if val not in runs or test not in runs:
+        return pd.DataFrame(columns=list(COLUMNS))
+    order = runs["params.baseline.order"] if "params.baseline.order" in runs else pd.Series("?", index=runs.index)
+    found = pd.DataFrame({"val": runs[val], "test": runs[test], "order": order}).dropna().drop_duplicates()
+    return pd.DataFrame([{"run": "baseline", "model": f"kneser-ney {row.order}-gram", "tokenizer": "char",
+                          "best_val_bpc": row.val, "test_bpc": row.test, "vs_ngram": 1.0}
+                         for row in found.itertuples()], columns=list(COLUMNS))
 
 
 def to_markdown(table: pd.DataFrame, legend: bool = True) -> str:

@@ -197,7 +197,7 @@ def test_leaderboard_rows_match_the_runs(trained_run, tmp_path, capsys):
     with mlflow.start_run(experiment_id=mlflow.get_run(run_id).info.experiment_id) as old:
         # A run from before best_val_bpc: only the per-epoch val_bpc series (its last value shows).
         mlflow.log_params({"model.name": "gru", "tokenizer.kind": "char"})
-        for epoch, value in enumerate([9.0, 0.2, 0.5]):
+        for epoch, value in enumerate([9.0, 0.05, 0.1]):
             mlflow.log_metric("val_bpc", value, step=epoch)
     table = compare.leaderboard("lyricslab", top=5)
     row = table[table["run"] == run_id[:8]].iloc[0]
@@ -206,7 +206,11 @@ def test_leaderboard_rows_match_the_runs(trained_run, tmp_path, capsys):
     assert row["test_bpc"] == pytest.approx(metrics["test_bpc"])
     assert row["test_f1"] == pytest.approx(metrics["test_f1_macro"])
     assert row["rhyme"] == pytest.approx(metrics["rhyme_density"])
-    assert table["run"].iloc[0] == old.info.run_id[:8] and table["best_val_bpc"].iloc[0] == 0.5  # lowest first
+    assert table["run"].iloc[0] == old.info.run_id[:8] and table["best_val_bpc"].iloc[0] == 0.1  # lowest first
+    assert row["vs_ngram"] == pytest.approx(metrics["test_bpc"] / metrics["baseline_ngram_test_bpc"])
+    baseline = table[table["run"] == "baseline"]  # the n-gram is a row of its own, once per data set
+    assert len(baseline) == 1 and baseline.iloc[0]["model"] == "kneser-ney 8-gram"
+    assert baseline.iloc[0]["test_bpc"] == pytest.approx(metrics["baseline_ngram_test_bpc"])
     assert list(compare.leaderboard("lyricslab", top=5, sort="val_bpc")["run"]) == list(table["run"])
 
     assert compare.main([f"tracking_uri={uri}", f"out={tmp_path}"]) == 0
