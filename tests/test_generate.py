@@ -390,3 +390,52 @@ def test_bf16_models_decode_like_the_full_model(model):
         chosen = np.take_along_axis(logits, rows[:, p + 1:p + 2], axis=1)[:, 0]
         tolerance = 0.02 * np.abs(logits).max()  # bf16 keeps ~3 significant digits
         assert (chosen >= logits.max(axis=1) - tolerance).all(), f"position {p + 1}"
+
+
+def test_evaluate_on_a_csv_reproduces_the_runs_test_split(trained_run, tmp_path, capsys):
+    """The run's own test songs, as a CSV, score exactly the run's test metrics and baseline."""
+    import mlflow
+    import pandas as pd
+
+    from lyricslab import evaluate
+    from lyricslab.data import load_splits
+    from lyricslab.data.prepare import demo_path
+
+    run_id, uri, metrics, cfg = trained_run
+    splits = load_splits(cfg.data, cfg.data_size.songs)
+    test_ids = set(splits.frame.loc[splits.frame["split"] == "test", "id"].astype(str))
+    raw = pd.read_csv(demo_path(), dtype=str, keep_default_na=False)
+    raw[raw["id"].isin(test_ids)].to_csv(tmp_path / "held_out.csv", index=False)
+
+    assert evaluate.main([f"run_id={run_id}", f"tracking_uri={uri}", f"csv={tmp_path / 'held_out.csv'}"]) == 0
+    out = capsys.readouterr()
+    assert "| held_out | value |" in out.out and "logged as eval_held_out_*" in out.err
+    logged = mlflow.MlflowClient(uri).get_run(run_id).data.metrics
+    assert logged["eval_held_out_songs"] == len(test_ids)
+    assert logged["eval_held_out_bpc"] == pytest.approx(metrics["test_bpc"], rel=1e-4)
+    assert logged["eval_held_out_accuracy"] == pytest.approx(metrics["test_accuracy"], rel=1e-4)
+    assert logged["eval_held_out_baseline_ngram_bpc"] == pytest.approx(metrics["baseline_ngram_test_bpc"], rel=1e-6)
+    assert 0 <= logged["eval_held_out_copy_rate"] <= 1 and "eval_held_out_ref_distinct_2" in logged
+
+
+@pytest.mark.parametrize("args, message", [
+    (["csv=x.csv"], "pass exactly one of run_id="),
+    (["run_id=abc"], "pass csv="),
+    (["run_id=abc", "csv=x.csv", "samples=maybe"], "samples must be true or false"),
+    (["run_id=abc", "csv=x.csv", "bogus=1"], "unknown argument"),
+])
+def test_evaluate_bad_arguments_are_one_line_errors(args, message, capsys):
+    from lyricslab import evaluate
+
+    assert evaluate.main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
+
+
+def test_evaluate_missing_csv_is_a_one_line_error(trained_run, tmp_path, capsys):
+    from lyricslab import evaluate
+
+    run_id, uri, _, _ = trained_run
+    assert evaluate.main([f"run_id={run_id}", f"tracking_uri={uri}", f"csv={tmp_path / 'nope.csv'}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: data file not found")

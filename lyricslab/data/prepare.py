@@ -98,6 +98,28 @@ def cache_key(cfg: Any, songs: int | None, path: Path) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def prepare_songs(cfg: Any, path: Path, songs: int | None) -> tuple[pd.DataFrame, Any]:
+    """Read, filter, sample, normalise and dedupe: the songs a data config selects, before splitting.
+
+    `python -m lyricslab.evaluate` reads any CSV through this too, so it scores songs exactly as
+    training saw them.
+    """
+    frame, read_report = read_songs(path, Filters.from_config(cfg), songs,
+                                    max_bad_share=float(cfg.get("max_bad_row_share", 0.01)))
+    structure = cfg.get("structure", "tags")
+    frame["lyrics"] = [normalize_lyrics(t, structure) for t in frame["lyrics"]]
+    frame = frame[frame["lyrics"].str.len() > 0]
+    if cfg.get("dedupe", True):
+        # Reading dropped copies by their words (lyricslab.data.dedupe); this catches any
+        # pair that normalisation made identical in a way that key missed. The frame is in
+        # sample order, so the copy kept is the one every larger sample keeps too.
+        copies = frame["lyrics"].duplicated(keep="first")
+        if copies.any():
+            read_report.removed[SAME_ONCE_NORMALISED] += int(copies.sum())
+            frame = frame[~copies]
+    return frame, read_report
+
+
 def load_splits(cfg: Any, songs: int | None, cache_dir: str | Path | None = None) -> Splits:
     """Read the configured data once; later calls with the same config hit the on-disk cache."""
     path = resolve_path(cfg)
@@ -109,19 +131,7 @@ def load_splits(cfg: Any, songs: int | None, cache_dir: str | Path | None = None
         report = json.loads(meta.read_text())
         report["cache"] = "hit"
     else:
-        frame, read_report = read_songs(path, Filters.from_config(cfg), songs,
-                                        max_bad_share=float(cfg.get("max_bad_row_share", 0.01)))
-        structure = cfg.get("structure", "tags")
-        frame["lyrics"] = [normalize_lyrics(t, structure) for t in frame["lyrics"]]
-        frame = frame[frame["lyrics"].str.len() > 0]
-        if cfg.get("dedupe", True):
-            # Reading dropped copies by their words (lyricslab.data.dedupe); this catches any
-            # pair that normalisation made identical in a way that key missed. The frame is in
-            # sample order, so the copy kept is the one every larger sample keeps too.
-            copies = frame["lyrics"].duplicated(keep="first")
-            if copies.any():
-                read_report.removed[SAME_ONCE_NORMALISED] += int(copies.sum())
-                frame = frame[~copies]
+        frame, read_report = prepare_songs(cfg, path, songs)
         frame["split"] = assign_splits(frame["id"], float(cfg.val_fraction), float(cfg.test_fraction))
         frame = frame[["id", "title", "tag", "artist", "year", "lyrics", "split"]].reset_index(drop=True)
         read_report.kept = len(frame)

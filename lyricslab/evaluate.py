@@ -1,0 +1,185 @@
+"""Score a trained model on any lyrics CSV in the Genius schema, every row, no split.
+
+    python -m lyricslab.evaluate run_id=<id> csv=/data/other_songs.csv [name=other]
+    python -m lyricslab.evaluate model_uri=models:/lyricslab-demo@best csv=songs.csv.gz
+    python -m lyricslab.evaluate sweep=demo csv=songs.csv samples=false
+
+The CSV goes through the run's own filters and normalisation (its data config), and each song
+is scored with full context, exactly like the run's test split. Reported: bits/char, loss,
+perplexity, accuracy, macro P/R/F1, the Kneser-Ney n-gram baseline on the same songs (fitted on
+the run's training split when that data is on this machine), and lyric metrics of fixed-seed
+samples against this CSV's own songs. The results are printed and logged to the run as
+`eval_<name>_*` metrics.
+
+Options (key=value): run_id | model_uri | sweep (one of them), csv (required), name (default:
+the file's stem), samples (true|false, default true), tracking_uri (default
+sqlite:///mlruns/mlflow.db).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+KEYS = {"run_id", "model_uri", "sweep", "csv", "name", "samples", "tracking_uri"}
+
+
+class UsageError(ValueError):
+    pass
+
+
+def parse_args(argv: list[str]) -> dict[str, Any]:
+    opts: dict[str, Any] = {"name": None, "samples": "true", "tracking_uri": "sqlite:///mlruns/mlflow.db"}
+    for arg in argv:
+        if arg in ("-h", "--help"):
+            print(__doc__.strip())
+            sys.exit(0)
+        key, eq, value = arg.lstrip("-").partition("=")
+        if not eq or key not in KEYS:
+            raise UsageError(f"unknown argument {arg!r}; expected key=value with key in {sorted(KEYS)}")
+        opts[key] = value
+    sources = [k for k in ("run_id", "model_uri", "sweep") if opts.get(k)]
+    if len(sources) != 1:
+        raise UsageError("pass exactly one of run_id=<id>, model_uri=models:/<name>@best or sweep=<study>")
+    if not opts.get("csv"):
+        raise UsageError("pass csv=/path/to/lyrics.csv (the Genius schema; .csv.gz, .csv.bz2 and .zip work too)")
+    if str(opts["samples"]).lower() not in ("true", "false"):
+        raise UsageError(f"samples must be true or false, not {opts['samples']!r}")
+    opts["samples"] = str(opts["samples"]).lower() == "true"
+    name = opts["name"] or Path(opts["csv"]).name.split(".")[0]
+    opts["name"] = re.sub(r"[^A-Za-z0-9_]+", "_", name).strip("_") or "eval"
+    return opts
+
+
+def read_csv_songs(data_cfg: Any, csv: str) -> list[str]:
+    """Every song of `csv` that the run's filters keep, normalised as in training."""
+    from omegaconf import OmegaConf
+
+    from lyricslab.data import DataError
+    from lyricslab.data.prepare import prepare_songs, resolve_path
+
+    cfg = OmegaConf.merge(data_cfg, {"source": "genius", "path": str(Path(csv).expanduser().resolve()),
+                                     "download": False})
+    frame, _ = prepare_songs(cfg, resolve_path(cfg), songs=None)
+    if frame.empty:
+        raise DataError(f"no songs of {csv} pass the run's filters (data.language={cfg.get('language')}, ...)")
+    return frame["lyrics"].tolist()
+
+
+def training_songs(cfg: Any) -> list[str] | None:
+    """The run's training split, when its data is on this machine (for the baseline and copy rate)."""
+    from lyricslab.data import DataError, load_splits
+
+    try:
+        return load_splits(cfg.data, cfg.data_size.songs).train
+    except DataError:
+        return None
+
+
+def evaluate(bundle: Any, songs: list[str], with_samples: bool = True) -> tuple[dict[str, float], list[str]]:
+    """Metrics of `bundle` on `songs` (no prefix), and notes on what could not be computed."""
+    from lyricslab.evaluation import full_context_scorer
+    from lyricslab.ngram import baseline_bpc
+
+    notes: list[str] = []
+    stream = bundle.tokenizer.encode_songs(songs)
+    chars = sum(len(s) + 1 for s in songs)  # +1: the end-of-song mark, as in training
+    scorer = full_context_scorer(bundle.model, bundle.cfg.trainer)
+    metrics = scorer(stream, keep_predictions=True).metrics(chars, "")
+    metrics["songs"], metrics["chars"] = float(len(songs)), float(chars)
+    train = training_songs(bundle.cfg)
+    order = (bundle.cfg.get("baseline") or {}).get("order") or 8
+    if train is None:
+        notes.append("baseline skipped: the run's training data is not on this machine")
+    else:
+        base = baseline_bpc(train, {"eval": songs}, int(order))["eval"]
+        metrics["baseline_ngram_bpc"] = base
+        metrics["bpc_vs_baseline"] = metrics["bpc"] / base
+    if with_samples:
+        from lyricslab.generation import write_samples
+        from lyricslab.lyric_metrics import sample_metrics
+
+        with tempfile.TemporaryDirectory() as tmp:
+            samples = write_samples(bundle.model, bundle.tokenizer, bundle.cfg, Path(tmp) / "samples.txt")
+        metrics.update(sample_metrics(samples, train or [], songs))
+    return metrics, notes
+
+
+def run_id_of(opts: dict[str, Any]) -> str | None:
+    """The MLflow run to log to: given, the sweep's best, or the registered version's source run."""
+    import mlflow
+
+    from lyricslab.bundle import sweep_best_run
+
+    if opts.get("run_id"):
+        return opts["run_id"]
+    if opts.get("sweep"):
+        return sweep_best_run(opts["sweep"])
+    match = re.match(r"models:/([^@/]+)(?:@([^/]+)|/(\d+))?$", opts["model_uri"])
+    if not match:
+        return None
+    client = mlflow.MlflowClient()
+    name, alias, version = match.groups()
+    try:
+        found = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
+    except mlflow.exceptions.MlflowException:
+        return None
+    return found.run_id
+
+
+def table(metrics: dict[str, float], name: str) -> str:
+    rows = ["bpc", "baseline_ngram_bpc", "bpc_vs_baseline", "nll", "perplexity", "accuracy", "top5_accuracy",
+            "precision_macro", "recall_macro", "f1_macro", "rhyme_density", "ref_rhyme_density", "distinct_2",
+            "ref_distinct_2", "copy_rate", "ref_copy_rate", "songs", "chars"]
+    lines = [f"| {name} | value |", "|---|---|"]
+    for key in rows:
+        if key in metrics:
+            v = metrics[key]
+            lines.append(f"| {key} | {v:,.0f} |" if abs(v) >= 1000 else f"| {key} | {v:.4f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        opts = parse_args(sys.argv[1:] if argv is None else argv)
+    except UsageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import mlflow
+
+    from lyricslab.bundle import BundleError, load_model_uri, load_run, sweep_best_run
+    from lyricslab.data import DataError
+
+    mlflow.set_tracking_uri(opts["tracking_uri"])
+    try:
+        if opts.get("model_uri"):
+            bundle = load_model_uri(opts["model_uri"])
+        else:
+            bundle = load_run(opts.get("run_id") or sweep_best_run(opts["sweep"]))
+        print(f"reading {opts['csv']} with the run's filters ...", file=sys.stderr)
+        songs = read_csv_songs(bundle.cfg.data, opts["csv"])
+        print(f"scoring {len(songs):,} songs with {bundle.source} ...", file=sys.stderr)
+        metrics, notes = evaluate(bundle, songs, opts["samples"])
+        run_id = run_id_of(opts)
+    except (BundleError, DataError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(table(metrics, opts["name"]))
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    if run_id:
+        now = int(time.time() * 1000)
+        mlflow.MlflowClient().log_batch(run_id, metrics=[
+            mlflow.entities.Metric(f"eval_{opts['name']}_{k}", float(v), now, 0) for k, v in metrics.items()])
+        print(f"logged as eval_{opts['name']}_* metrics to run {run_id}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
