@@ -23,10 +23,11 @@ USAGE = ("usage: python -m lyricslab.sweep sweep=<name> [n_trials=N] [workers=N]
          "[study_name=..] [Hydra overrides...]")
 
 
-def parse_args(argv: list[str]) -> tuple[str, int, bool, dict[str, Any], list[str]]:
+def parse_args(argv: list[str]) -> tuple[str, int, int | None, dict[str, Any], list[str]]:
+    """(sweep, workers, worker index or None in the parent, sweep-file overrides, Hydra overrides)."""
     from lyricslab.sweeps.space import parse_value
 
-    sweep, workers, worker_mode, spec_over, hydra_over = "demo", 1, False, {}, []
+    sweep, workers, worker, spec_over, hydra_over = "demo", 1, None, {}, []
     for arg in argv:
         if arg in ("-h", "--help"):
             print(__doc__.strip() + "\n\n" + USAGE)
@@ -38,8 +39,8 @@ def parse_args(argv: list[str]) -> tuple[str, int, bool, dict[str, Any], list[st
             sweep = value
         elif key == "workers":
             workers = int(value)
-        elif key == "_worker":
-            worker_mode = True
+        elif key == "_worker":  # set by the parent on the worker processes it starts
+            worker = int(value)
         elif key.split(".")[0] in SPEC_KEYS:
             head, _, sub = key.partition(".")
             parsed = parse_value(value) if value else None
@@ -49,7 +50,7 @@ def parse_args(argv: list[str]) -> tuple[str, int, bool, dict[str, Any], list[st
                 spec_over[head] = parsed
         else:
             hydra_over.append(arg)
-    return sweep, workers, worker_mode, spec_over, hydra_over
+    return sweep, workers, worker, spec_over, hydra_over
 
 
 def load(sweep: str, spec_over: dict[str, Any], hydra_over: list[str]):
@@ -74,11 +75,14 @@ def compose_trial(spec, values: dict[str, Any]):
         return compose("config", overrides=[*spec.fixed, *to_overrides(values)])
 
 
-def make_sampler(spec):
+def make_sampler(spec, worker: int = 0):
+    """The sweep's sampler; worker K draws from seed + K, so parallel workers never share a random
+    stream (identical streams would make every worker propose the same trials) while a rerun
+    with the same seed and worker count proposes the same ones."""
     import optuna
 
     s = spec.sampler
-    seed = s.get("seed")
+    seed = None if s.get("seed") is None else int(s["seed"]) + worker
     name = s.get("name", "tpe")
     if spec.multi_objective and name not in ("random", "nsga2"):
         name = "nsga2"  # NSGA-II for Pareto fronts
@@ -144,7 +148,7 @@ def progress_line(study, trial) -> None:
           + (f"  ({note[:120]})" if note else ""), flush=True)
 
 
-def objective_factory(spec, parent_run_id: str):
+def objective_factory(spec, parent_run_id: str, worker: int = 0):
     import keras
     import mlflow
     import optuna
@@ -153,11 +157,13 @@ def objective_factory(spec, parent_run_id: str):
 
     from lyricslab.sweeps.report import RUN_ATTR, close_orphan_runs
     from lyricslab.sweeps.space import sample
+    from lyricslab.sweeps.workers import record_worker
     from lyricslab.train import train
 
     monitor = spec.objectives[0].metric
 
     def objective(trial: optuna.Trial):
+        record_worker(trial, worker)
         close_orphan_runs(trial.study)
         frozen = trial.storage.get_trial(trial._trial_id)
         retried = RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
@@ -204,7 +210,7 @@ def objective_factory(spec, parent_run_id: str):
     return objective
 
 
-def open_study(spec):
+def open_study(spec, worker: int = 0):
     import optuna
 
     from lyricslab.sweeps.storage import make_storage
@@ -216,10 +222,10 @@ def open_study(spec):
     epochs = int(compose_trial(spec, {}).trainer.epochs)
     return optuna.create_study(study_name=spec.study_name, storage=storage, load_if_exists=True,
                                directions=[o.direction for o in spec.objectives],
-                               sampler=make_sampler(spec), pruner=make_pruner(spec, epochs))
+                               sampler=make_sampler(spec, worker), pruner=make_pruner(spec, epochs))
 
 
-def run_worker(spec, study, parent_run_id: str, callbacks=()) -> FailureGuard:
+def run_worker(spec, study, parent_run_id: str, callbacks=(), worker: int = 0) -> FailureGuard:
     import optuna
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
@@ -230,7 +236,7 @@ def run_worker(spec, study, parent_run_id: str, callbacks=()) -> FailureGuard:
     if done >= spec.n_trials:
         return guard
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study.optimize(objective_factory(spec, parent_run_id), n_trials=None, timeout=spec.timeout,
+    study.optimize(objective_factory(spec, parent_run_id, worker), n_trials=None, timeout=spec.timeout,
                    catch=(Exception,), gc_after_trial=True,
                    callbacks=[MaxTrialsCallback(spec.n_trials, states=counted), guard, progress_line, *callbacks])
     return guard
@@ -260,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     from lyricslab.sweeps.space import SpaceError
 
     try:
-        sweep, workers, worker_mode, spec_over, hydra_over = parse_args(argv)
+        sweep, workers, worker, spec_over, hydra_over = parse_args(argv)
         spec = load(sweep, spec_over, hydra_over)
     except SpaceError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -271,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from lyricslab.sweeps import report
 
-    study = open_study(spec)
+    study = open_study(spec, worker or 0)
     base_cfg = compose_trial(spec, {})
     try:
         from lyricslab.data.prepare import load_splits
@@ -281,8 +287,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
-    if worker_mode:
-        run_worker(spec, study, study.user_attrs[report.PARENT_ATTR])
+    if worker is not None:
+        run_worker(spec, study, study.user_attrs[report.PARENT_ATTR], worker=worker)
         return 0
 
     parent = report.ensure_parent(study, spec, base_cfg.tracking)
@@ -291,8 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     interrupted, guard, children = False, None, []
     try:
         if workers > 1:
-            cmd = [sys.executable, "-m", "lyricslab.sweep", *argv, "_worker=1"]
-            children = [subprocess.Popen(cmd) for _ in range(workers)]
+            cmd = [sys.executable, "-m", "lyricslab.sweep", *argv]
+            children = [subprocess.Popen([*cmd, f"_worker={k}"]) for k in range(workers)]
             codes = [c.wait() for c in children]
             if any(codes):
                 print(f"warning: worker exit codes {codes}", file=sys.stderr)

@@ -18,20 +18,20 @@ from lyricslab import sweep
 SWEEP = """# tiny test sweep
 study_name: {name}
 n_trials: {n}
-sampler: {{name: random, seed: 3}}
+sampler: {{name: {sampler}, seed: 3}}
 pruner: {{name: {pruner}, n_startup_trials: 1, n_warmup_steps: 0}}
-heartbeat: {{interval: 1, grace: 3, max_retry: 2}}
+heartbeat: {{interval: 1, grace: 60, max_retry: 2}}
 fixed: [{fixed}]
 params:
 {params}"""
 PARAMS = "  model: choice(lstm, gru)\n  optimizer.learning_rate: tag(log, interval(0.003, 0.01))\n"
 
 
-def setup_sweep(tmp_path: Path, name="t", n=3, pruner="none", extra=(), params=PARAMS):
+def setup_sweep(tmp_path: Path, name="t", n=3, pruner="none", extra=(), params=PARAMS, sampler="random"):
     fixed = ", ".join(json.dumps(o) for o in [o for o in tiny("lstm") if not o.startswith("model=")]
                       + ["trainer.epochs=2", *extra])
     path = tmp_path / f"{name}.yaml"
-    path.write_text(SWEEP.format(name=name, n=n, pruner=pruner, fixed=fixed, params=params))
+    path.write_text(SWEEP.format(name=name, n=n, pruner=pruner, fixed=fixed, params=params, sampler=sampler))
     store = [f"tracking.uri=sqlite:///{tmp_path}/mlruns/mlflow.db", f"tracking.artifact_root={tmp_path}/mlruns/art",
              f"data.cache_dir={tmp_path}/cache", "tracking.experiment=sweeps"]
     return [f"sweep={path}", f"storage=journal:{tmp_path}/optuna/{name}.log", *store]
@@ -126,14 +126,18 @@ def sweep_cmd(args):
     return [sys.executable, "-m", "lyricslab.sweep", *args]
 
 
-def test_two_workers_share_one_study(tmp_path):
-    args = setup_sweep(tmp_path, n=4)
+def test_two_workers_share_one_study_and_draw_different_trials(tmp_path):
+    args = setup_sweep(tmp_path, n=4, sampler="tpe")  # TPE's random start-up trials, one seed per worker
     out = subprocess.run(sweep_cmd([*args, "workers=2"]), cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "Traceback" not in out.stderr and "locked" not in out.stderr
     study = study_of(tmp_path)
     complete = [t for t in study.trials if t.state.name == "COMPLETE"]
     assert len(complete) >= 4 and len({t.number for t in complete}) == len(complete)
+    # Workers seeded alike would propose the same configurations in pairs.
+    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == len(study.trials)
+    assert {t.user_attrs["worker"] for t in study.trials} == {0, 1}
+    assert len({t.user_attrs["worker_pid"] for t in study.trials}) == 2
     parents, children = split(runs(tmp_path))
     assert len(parents) == 1 and len(children) == len(study.trials)
     assert len({c.data.tags["trial"] for c in children}) == len(children)
