@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import gc
 import os
-import signal
-import subprocess
 import sys
 import time
 import warnings
@@ -121,20 +119,31 @@ def make_pruner(spec, epochs: int):
 
 
 class FailureGuard:
-    """Stops the study when too many trials fail, with a message that says why."""
+    """Stops the study when too many trials fail, with a message that says why.
+
+    Trials failed because their worker process died are left out: they say nothing about the
+    configurations, and they are re-queued anyway.
+    """
 
     def __init__(self, max_share: float, min_trials: int = 3):
         self.max_share, self.min_trials, self.message = max_share, min_trials, None
 
-    def __call__(self, study, trial) -> None:
+    def check(self, study) -> str | None:
         import optuna
 
-        done = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+        from lyricslab.sweeps.workers import DIED_ATTR
+
+        done = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()
+                and not t.user_attrs.get(DIED_ATTR)]
         failed = [t for t in done if t.state == optuna.trial.TrialState.FAIL]
         if len(done) >= self.min_trials and len(failed) / len(done) > self.max_share:
             last = failed[-1].user_attrs.get("error", "see the trial's MLflow run")
             self.message = (f"stopping the sweep: {len(failed)} of {len(done)} trials failed (more than "
                             f"max_failed_share={self.max_share}); last error: {last}")
+        return self.message
+
+    def __call__(self, study, trial) -> None:
+        if self.check(study):
             study.stop()
 
 
@@ -218,27 +227,46 @@ def open_study(spec, worker: int = 0):
     root = os.environ.get("LYRICSLAB_MLRUNS", "mlruns")
     from pathlib import Path
 
-    storage = make_storage(spec.storage, spec.study_name, Path(root), spec.heartbeat)
+    storage = make_storage(spec.storage, spec.study_name, Path(root), spec.heartbeat, retry_dead_trial(spec))
     epochs = int(compose_trial(spec, {}).trainer.epochs)
     return optuna.create_study(study_name=spec.study_name, storage=storage, load_if_exists=True,
                                directions=[o.direction for o in spec.objectives],
                                sampler=make_sampler(spec, worker), pruner=make_pruner(spec, epochs))
 
 
+def retry_dead_trial(spec):
+    """Re-queues a trial whose worker died, up to heartbeat.max_retry times."""
+    from lyricslab.sweeps.workers import RetryDeadWorkerTrial
+
+    max_retry = spec.heartbeat.get("max_retry", 2)
+    return RetryDeadWorkerTrial(None if max_retry is None else int(max_retry))
+
+
 def run_worker(spec, study, parent_run_id: str, callbacks=(), worker: int = 0) -> FailureGuard:
     import optuna
+    from optuna.exceptions import UpdateFinishedTrialError
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
 
     counted = (TrialState.COMPLETE, TrialState.PRUNED)
-    done = len(study.get_trials(deepcopy=False, states=counted))
     guard = FailureGuard(spec.max_failed_share)
-    if done >= spec.n_trials:
-        return guard
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study.optimize(objective_factory(spec, parent_run_id, worker), n_trials=None, timeout=spec.timeout,
-                   catch=(Exception,), gc_after_trial=True,
-                   callbacks=[MaxTrialsCallback(spec.n_trials, states=counted), guard, progress_line, *callbacks])
+    started = time.monotonic()
+    while len(study.get_trials(deepcopy=False, states=counted)) < spec.n_trials and not guard.message:
+        left = None if spec.timeout is None else float(spec.timeout) - (time.monotonic() - started)
+        if left is not None and left <= 0:
+            break
+        try:
+            study.optimize(objective_factory(spec, parent_run_id, worker), n_trials=None, timeout=left,
+                           catch=(Exception,), gc_after_trial=True,
+                           callbacks=[MaxTrialsCallback(spec.n_trials, states=counted), guard, progress_line,
+                                      *callbacks])
+        except UpdateFinishedTrialError as err:
+            # Another process failed this trial while it ran (its heartbeat looked stale): it has been
+            # re-queued already, so this worker just goes on with the next one.
+            print(f"warning: {err}", file=sys.stderr, flush=True)
+            continue
+        break
     return guard
 
 
@@ -275,7 +303,9 @@ def main(argv: list[str] | None = None) -> int:
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
+    from lyricslab import tracking
     from lyricslab.sweeps import report
+    from lyricslab.sweeps.workers import Supervisor, fail_dead_worker_trials
 
     study = open_study(spec, worker or 0)
     base_cfg = compose_trial(spec, {})
@@ -286,6 +316,10 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    tracking.setup(base_cfg.tracking)
+    retry = retry_dead_trial(spec)
+    # A resume (or a replacement worker) first fails the trials of workers that died on this host.
+    fail_dead_worker_trials(study, retry)
 
     if worker is not None:
         run_worker(spec, study, study.user_attrs[report.PARENT_ATTR], worker=worker)
@@ -294,26 +328,21 @@ def main(argv: list[str] | None = None) -> int:
     parent = report.ensure_parent(study, spec, base_cfg.tracking)
     print(f"sweep {spec.study_name}: {spec.n_trials} trials, sampler {spec.sampler.get('name')}, pruner "
           f"{spec.pruner.get('name')}, {workers} worker(s); MLflow parent run {parent}", flush=True)
-    interrupted, guard, children = False, None, []
+    interrupted, guard, supervisor = False, FailureGuard(spec.max_failed_share), None
     try:
         if workers > 1:
-            cmd = [sys.executable, "-m", "lyricslab.sweep", *argv]
-            children = [subprocess.Popen([*cmd, f"_worker={k}"]) for k in range(workers)]
-            codes = [c.wait() for c in children]
-            if any(codes):
-                print(f"warning: worker exit codes {codes}", file=sys.stderr)
+            supervisor = Supervisor(study, [sys.executable, "-m", "lyricslab.sweep", *argv], workers, spec.n_trials,
+                                    retry, spec.timeout, stop=lambda: guard.check(study) is not None)
+            supervisor.run()
+            guard.check(study)
         else:
             guard = run_worker(spec, study, parent)
     except KeyboardInterrupt:
         interrupted = True
-        for child in children:
-            child.send_signal(signal.SIGINT)
-        for child in children:
-            try:
-                child.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        if supervisor is not None:
+            supervisor.interrupt()
         print("\ninterrupted: writing the sweep summary to the parent run", file=sys.stderr)
+    fail_dead_worker_trials(study, retry)
     report.close_orphan_runs(study)
     best = report.best_trials(study, spec)
     best_cfg = None
@@ -324,14 +353,14 @@ def main(argv: list[str] | None = None) -> int:
         best_cfg = compose_trial(spec, sample(fixed, spec.space, spec.fixed_values))
     report.finish_parent(study, spec, parent, best_cfg, interrupted=interrupted)
     summary(study, spec)
-    if guard is not None and guard.message:
+    if guard.message:
         print(f"\n{guard.message}", file=sys.stderr)
     print(f"\nParent run {parent} holds trials.csv, best_config.yaml and the plots.")
     if best_cfg is not None:
         folder = report.best_config_path(spec, best_cfg).parent.resolve()
         print(f"Re-run the best config: python -m lyricslab.run -cp {folder} -cn best_config")
     print("Compare the trials: make ui   (http://127.0.0.1:5000)")
-    return 130 if interrupted else (1 if guard is not None and guard.message else 0)
+    return 130 if interrupted else (1 if guard.message else 0)
 
 
 if __name__ == "__main__":

@@ -46,18 +46,21 @@ def ensure_parent(study: optuna.Study, spec: SweepSpec, tracking_cfg: Any) -> st
 
 
 def close_orphan_runs(study: optuna.Study) -> None:
-    """Trials failed by the heartbeat (their worker died) leave MLflow child runs RUNNING: end them."""
-    client = mlflow.MlflowClient()
+    """Trials failed because their worker died (seen by a parent, a resume or the heartbeat) leave
+    their MLflow child runs RUNNING: end them FAILED, with the reason."""
+    client = None
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
         run_id = trial.user_attrs.get(RUN_ATTR)
         if not run_id:
             continue
+        client = client or mlflow.MlflowClient()
         try:
             run = client.get_run(run_id)
         except mlflow.exceptions.MlflowException:
             continue
         if run.info.status == "RUNNING":
-            client.set_tag(run_id, "error", "worker died mid-trial (heartbeat lost); the trial was retried")
+            error = trial.user_attrs.get("error") or "worker died mid-trial (heartbeat lost)"
+            client.set_tag(run_id, "error", error[:5000])
             client.set_tag(run_id, "trial_state", "FAIL")
             client.set_terminated(run_id, status="FAILED")
 
