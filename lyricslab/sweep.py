@@ -219,15 +219,18 @@ def objective_factory(spec, parent_run_id: str, worker: int = 0):
     return objective
 
 
+def mlruns_root():
+    from pathlib import Path
+
+    return Path(os.environ.get("LYRICSLAB_MLRUNS", "mlruns"))
+
+
 def open_study(spec, worker: int = 0):
     import optuna
 
     from lyricslab.sweeps.storage import make_storage
 
-    root = os.environ.get("LYRICSLAB_MLRUNS", "mlruns")
-    from pathlib import Path
-
-    storage = make_storage(spec.storage, spec.study_name, Path(root), spec.heartbeat, retry_dead_trial(spec))
+    storage = make_storage(spec.storage, spec.study_name, mlruns_root(), spec.heartbeat, retry_dead_trial(spec))
     epochs = int(compose_trial(spec, {}).trainer.epochs)
     return optuna.create_study(study_name=spec.study_name, storage=storage, load_if_exists=True,
                                directions=[o.direction for o in spec.objectives],
@@ -248,9 +251,14 @@ def run_worker(spec, study, parent_run_id: str, callbacks=(), worker: int = 0) -
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
 
+    from lyricslab.sweeps.budget import BudgetedStudy, BudgetSpent
+    from lyricslab.sweeps.storage import trials_lock_path
+
     counted = (TrialState.COMPLETE, TrialState.PRUNED)
     guard = FailureGuard(spec.max_failed_share)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Parallel workers would each start one trial past n_trials; this study hands out exactly n_trials.
+    study = BudgetedStudy(study, spec.n_trials, trials_lock_path(spec.storage, spec.study_name, mlruns_root()))
     started = time.monotonic()
     while len(study.get_trials(deepcopy=False, states=counted)) < spec.n_trials and not guard.message:
         left = None if spec.timeout is None else float(spec.timeout) - (time.monotonic() - started)
@@ -261,6 +269,8 @@ def run_worker(spec, study, parent_run_id: str, callbacks=(), worker: int = 0) -
                            catch=(Exception,), gc_after_trial=True,
                            callbacks=[MaxTrialsCallback(spec.n_trials, states=counted), guard, progress_line,
                                       *callbacks])
+        except BudgetSpent:  # the other workers hold the remaining trials
+            pass
         except UpdateFinishedTrialError as err:
             # Another process failed this trial while it ran (its heartbeat looked stale): it has been
             # re-queued already, so this worker just goes on with the next one.

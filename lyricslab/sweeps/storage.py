@@ -52,6 +52,19 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
         return self.stale_callback
 
 
+def journal_path(url: str | None, study_name: str, root: Path) -> Path | None:
+    """The journal file of a journal storage (None for an RDB URL)."""
+    if not url or url == "journal" or url.startswith("journal:"):
+        return Path(url.split(":", 1)[1]) if url and ":" in url else root / "optuna" / f"{study_name}.log"
+    return None
+
+
+def trials_lock_path(url: str | None, study_name: str, root: Path) -> Path:
+    """The lock file the workers of this host share to hand out trials (see budget.py)."""
+    journal = journal_path(url, study_name, root)
+    return Path(f"{journal}.trials.lock") if journal else root / "optuna" / f"{study_name}.trials.lock"
+
+
 def make_storage(url: str | None, study_name: str, root: Path, heartbeat: dict[str, Any],
                  retry: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None) -> Any:
     """`None`/`journal` -> mlruns/optuna/<study>.log; `journal:PATH`; or an RDB URL (sqlite, postgresql, ...).
@@ -59,8 +72,8 @@ def make_storage(url: str | None, study_name: str, root: Path, heartbeat: dict[s
     `retry` is called with each trial the heartbeat fails (it re-queues the trial).
     """
     interval, grace = int(heartbeat.get("interval", 10)), int(heartbeat.get("grace", 60))
-    if not url or url == "journal" or url.startswith("journal:"):
-        path = Path(url.split(":", 1)[1]) if url and ":" in url else root / "optuna" / f"{study_name}.log"
+    path = journal_path(url, study_name, root)
+    if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         return HeartbeatJournalStorage(path, interval, grace, retry)
     return optuna.storages.RDBStorage(url, heartbeat_interval=interval, grace_period=grace,
