@@ -98,7 +98,7 @@ def make_sampler(spec, worker: int = 0):
     from lyricslab.sweeps.space import SpaceError
 
     grid = {}
-    for p in spec.space:
+    for p in (p for p in spec.space if not p.pinned):
         if p.when or not hasattr(p.distribution, "choices"):
             raise SpaceError(f"sampler grid needs unconditional choice() parameters; {p.name} is not one")
         grid[p.name] = list(p.distribution.choices)
@@ -336,8 +336,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     parent = report.ensure_parent(study, spec, base_cfg.tracking)
+    pins = "".join(f", pinned {k}={v}" for k, v in spec.pinned.items())
     print(f"sweep {spec.study_name}: {spec.n_trials} trials, sampler {spec.sampler.get('name')}, pruner "
-          f"{spec.pruner.get('name')}, {workers} worker(s); MLflow parent run {parent}", flush=True)
+          f"{spec.pruner.get('name')}, {workers} worker(s){pins}; MLflow parent run {parent}", flush=True)
     interrupted, guard, supervisor = False, FailureGuard(spec.max_failed_share), None
     try:
         if workers > 1:

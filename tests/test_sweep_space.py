@@ -80,3 +80,61 @@ def test_shipped_sweeps_are_valid():
         assert spec.n_trials >= 1 and spec.space
     families = {c for c in load_spec("all").space[0].distribution.choices}
     assert {"lstm", "transformer"} <= families
+
+
+def trial_configs(spec, n=12):
+    """(searched params, composed config) of n randomly sampled trials, without training."""
+    from lyricslab import sweep
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    out = []
+    for _ in range(n):
+        trial = study.ask()
+        cfg = sweep.compose_trial(spec, sample(trial, spec.space, spec.fixed_values))
+        out.append((trial.params, cfg))
+        study.tell(trial, 1.0)
+    return out
+
+
+def test_a_command_line_override_pins_a_searched_key():
+    from lyricslab import sweep
+
+    spec = sweep.load("rnn", {}, ["model.units=32"])
+    assert spec.pinned == {"model.units": 32} and "model.units=32" not in spec.fixed
+    for params, cfg in trial_configs(spec, 6):
+        assert "model.units" not in params and cfg.model.units == 32
+
+
+def test_a_pinned_key_under_a_condition_applies_only_where_the_condition_holds():
+    from lyricslab import sweep
+
+    spec = sweep.load("demo", {}, ["model.units=32"])  # model.units exists for lstm/gru only
+    families = set()
+    for params, cfg in trial_configs(spec):
+        families.add(cfg.model.name)
+        assert "model.units" not in params
+        if cfg.model.name == "transformer":
+            assert "units" not in cfg.model and "model.heads" in params
+        else:
+            assert cfg.model.units == 32
+    assert {"transformer", "lstm"} <= families
+
+
+def test_conditions_on_a_pinned_key_use_the_pinned_value():
+    from lyricslab import sweep
+
+    spec = sweep.load("demo", {}, ["model=transformer"])
+    assert "model" not in {p.name for p in spec.space if not p.pinned}
+    for params, cfg in trial_configs(spec, 6):
+        assert cfg.model.name == "transformer" and "model" not in params
+        assert {"model.heads", "model.ff_dim"} <= set(params) and "model.units" not in params
+    with pytest.raises(SpaceError, match="model.units=32 is never used"):
+        sweep.load("demo", {}, ["model=transformer", "model.units=32"])
+
+
+@pytest.mark.parametrize("override", ["model.units=[1,2]", "model.units=choice(32,64)"])
+def test_a_pin_is_a_single_value(override):
+    from lyricslab import sweep
+
+    with pytest.raises(SpaceError, match="can only be pinned to a single value"):
+        sweep.load("rnn", {}, [override])

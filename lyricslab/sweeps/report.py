@@ -27,6 +27,7 @@ def ensure_parent(study: optuna.Study, spec: SweepSpec, tracking_cfg: Any) -> st
     run_id = study.user_attrs.get(PARENT_ATTR)
     if run_id:
         client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+        tag_pins(client, run_id, spec)
         return run_id
     run = client.create_run(experiment_id, run_name=f"sweep:{spec.study_name}",
                             tags={"sweep": spec.study_name, "lyricslab.role": "sweep-parent",
@@ -40,9 +41,18 @@ def ensure_parent(study: optuna.Study, spec: SweepSpec, tracking_cfg: Any) -> st
     for key, value in params.items():
         client.log_param(run_id, key, str(value)[:6000])
     client.log_artifact(run_id, str(spec.path))
-    space = {p.name: {"distribution": repr(p.distribution), "when": p.when} for p in spec.space}
+    space = {p.name: {"pinned": p.value} if p.pinned else {"distribution": repr(p.distribution)} for p in spec.space}
+    for p in spec.space:
+        space[p.name]["when"] = p.when
     client.log_dict(run_id, space, "search_space.json")
+    tag_pins(client, run_id, spec)
     return run_id
+
+
+def tag_pins(client: mlflow.MlflowClient, run_id: str, spec: SweepSpec) -> None:
+    """Searched keys pinned on the command line, as tags (a resume may pin differently; params cannot change)."""
+    for key, value in spec.pinned.items():
+        client.set_tag(run_id, f"pinned.{key}", str(value))
 
 
 def close_orphan_runs(study: optuna.Study) -> None:

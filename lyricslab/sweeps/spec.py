@@ -40,6 +40,7 @@ class SweepSpec:
     max_failed_share: float = 0.5
     storage: str | None = None
     heartbeat: dict[str, Any] = field(default_factory=lambda: {"interval": 10, "grace": 60, "max_retry": 2})
+    pinned: dict[str, Any] = field(default_factory=dict)  # command-line overrides of searched keys
 
     @property
     def multi_objective(self) -> bool:
@@ -81,8 +82,26 @@ def _objectives(raw: Any) -> list[Objective]:
     return out
 
 
+def split_pins(params: dict[str, Any], extra_fixed: list[str]) -> tuple[list[str], dict[str, Any]]:
+    """Command-line overrides of searched keys pin them (key -> value); the rest stay fixed overrides.
+
+    Applying them as fixed overrides would not work: the trial's sampled value comes later and
+    wins, and a key that exists only under a condition (model.units, for RNNs) breaks the
+    trials where the condition does not hold.
+    """
+    fixed, pinned = [], {}
+    for item in extra_fixed:
+        key, eq, value = item.partition("=")
+        if eq and key.lstrip("+") in params and not key.startswith("~"):
+            pinned[key.lstrip("+")] = parse_value(value) if value else None
+        else:
+            fixed.append(item)
+    return fixed, pinned
+
+
 def load_spec(name: str, overrides: dict[str, Any] | None = None, extra_fixed: list[str] | None = None) -> SweepSpec:
-    """Read a sweep file; `overrides` replace its top-level keys (n_trials=.., storage=..)."""
+    """Read a sweep file; `overrides` replace its top-level keys (n_trials=.., storage=..); `extra_fixed`
+    (command-line Hydra overrides) apply to every trial, and pin the keys the sweep searches."""
     path = sweep_path(name)
     raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True) or {}
     raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
@@ -90,17 +109,19 @@ def load_spec(name: str, overrides: dict[str, Any] | None = None, extra_fixed: l
                           "max_failed_share", "storage", "heartbeat"}
     if unknown:
         raise SpaceError(f"{path.name}: unknown keys {sorted(unknown)}")
+    params = dict(raw.get("params") or {})
+    extra_fixed, pinned = split_pins(params, list(extra_fixed or []))
     spec = SweepSpec(
         name=path.stem, path=path, study_name=str(raw.get("study_name") or path.stem),
         n_trials=int(raw.get("n_trials", 10)), timeout=raw.get("timeout"),
         objectives=_objectives(raw.get("objectives", ["val_bpc"])),
         sampler=dict(raw.get("sampler") or {"name": "tpe", "seed": 42}),
         pruner=dict(raw.get("pruner") or {"name": "median"}),
-        fixed=[*(raw.get("fixed") or []), *(extra_fixed or [])], params=dict(raw.get("params") or {}),
+        fixed=[*(raw.get("fixed") or []), *extra_fixed], params=params, pinned=pinned,
         max_failed_share=float(raw.get("max_failed_share", 0.5)), storage=raw.get("storage"),
         heartbeat={"interval": 10, "grace": 60, "max_retry": 2, **(raw.get("heartbeat") or {})},
     )
-    spec.space = parse_space(spec.params)
+    spec.space = parse_space(spec.params, spec.fixed_values, spec.pinned)
     if spec.sampler.get("name") not in SAMPLERS:
         raise SpaceError(f"{path.name}: sampler.name must be one of {SAMPLERS}, not {spec.sampler.get('name')!r}")
     if spec.pruner.get("name") not in PRUNERS:
@@ -136,7 +157,8 @@ def validate(spec: SweepSpec) -> None:
                     raise SpaceError(f"params.{param.name}: unknown option(s) {bad}; {param.name} has {options}")
                 continue
             # A representative assignment in which this parameter applies.
-            assignment = {parent: allowed[0] for parent, allowed in param.when.items()}
+            pins = {p.name: p.value for p in spec.space if p.pinned}
+            assignment = {parent: pins.get(parent, allowed[0]) for parent, allowed in param.when.items()}
             value = choices[0] if choices is not None else getattr(param.distribution, "low")
             assignment[param.name] = value
             try:
