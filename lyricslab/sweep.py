@@ -169,7 +169,9 @@ def objective_factory(spec, parent_run_id: str, worker: int = 0):
     from lyricslab.sweeps.workers import record_worker
     from lyricslab.train import train
 
-    monitor = spec.objectives[0].metric
+    from lyricslab.sweeps.objectives import value as objective_value
+
+    monitor = spec.objectives[0].per_epoch  # val_loss for a best_val_loss objective
 
     def objective(trial: optuna.Trial):
         record_worker(trial, worker)
@@ -193,7 +195,7 @@ def objective_factory(spec, parent_run_id: str, worker: int = 0):
             values = sample(trial, spec.space, spec.fixed_values)
             cfg = compose_trial(spec, values)
             # Reports every epoch (NopPruner just never prunes): curves for the intermediate-values plot.
-            callbacks = [] if spec.multi_objective else [KerasPruningCallback(trial, monitor=monitor)]
+            callbacks = [] if spec.multi_objective or monitor is None else [KerasPruningCallback(trial, monitor=monitor)]
             metrics = train(cfg, callbacks=callbacks, parent_run_id=parent_run_id, tags=tags, on_run_start=on_start)
         except optuna.TrialPruned:
             steps = trial.storage.get_trial(trial._trial_id).intermediate_values
@@ -208,12 +210,14 @@ def objective_factory(spec, parent_run_id: str, worker: int = 0):
         finally:
             keras.backend.clear_session()  # memory must not grow from trial to trial
             gc.collect()
-        missing = [o.metric for o in spec.objectives if o.metric not in metrics]
-        if missing:
-            raise KeyError(f"objective metric(s) {missing} not produced by train(); known: {sorted(metrics)}")
+        try:
+            values_out = [objective_value(o.metric, metrics) for o in spec.objectives]
+        except KeyError as err:
+            trial.set_user_attr("error", str(err)[:1000])
+            tag_state("FAIL")
+            raise
         tag_state("COMPLETE")
         trial.set_user_attr("train_seconds", metrics.get("train_seconds"))
-        values_out = [float(metrics[o.metric]) for o in spec.objectives]
         return values_out if spec.multi_objective else values_out[0]
 
     return objective

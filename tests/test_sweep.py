@@ -14,6 +14,7 @@ import pytest
 
 from conftest import ROOT, TINY, tiny
 from lyricslab import sweep
+from lyricslab.sweeps import objectives
 
 SWEEP = """# tiny test sweep
 study_name: {name}
@@ -56,7 +57,11 @@ def split(all_runs):
     return parents, children
 
 
-def test_three_trial_sweep_logs_parent_children_and_a_rerunnable_best_config(tmp_path):
+def test_three_trial_sweep_logs_parent_children_and_a_rerunnable_best_config(tmp_path, monkeypatch):
+    import lyricslab.train
+
+    returned, real_train = [], lyricslab.train.train
+    monkeypatch.setattr(lyricslab.train, "train", lambda *a, **k: returned.append(real_train(*a, **k)) or returned[-1])
     assert sweep.main(setup_sweep(tmp_path)) == 0
     parents, children = split(runs(tmp_path))
     assert len(parents) == 1 and len(children) == 3
@@ -75,6 +80,12 @@ def test_three_trial_sweep_logs_parent_children_and_a_rerunnable_best_config(tmp
     assert {"trials.csv", "best_config.yaml", "search_space.json", "optimization_history.html",
             "optimization_history.png", "t.yaml"} <= artifacts
     assert parent.data.metrics["best_val_bpc"] == pytest.approx(study.best_value)
+    # The objective table (no TensorFlow needed to read it) matches what train() really returns and logs.
+    assert len(returned) == 3
+    for metrics in returned:
+        assert all(isinstance(objectives.value(name, metrics), float) for name in objectives.OBJECTIVES)
+        assert set(objectives.TEST_TO_VAL) <= set(metrics)
+    assert set(objectives.PER_EPOCH) <= set(children[0].data.metrics)  # the per-epoch logs, as MLflow got them
 
     folder = client.download_artifacts(parent.info.run_id, "best_config.yaml", str(tmp_path / "best"))
     out = subprocess.run([sys.executable, "-m", "lyricslab.run", "-cp", str(Path(folder).parent), "-cn",

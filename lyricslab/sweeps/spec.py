@@ -8,6 +8,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from lyricslab.sweeps import objectives as objective_names
 from lyricslab.sweeps.space import Param, SpaceError, group_options, parse_space, parse_value, to_overrides
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -15,13 +16,17 @@ SWEEPS_DIR = ROOT / "sweeps"
 CONF_DIR = ROOT / "conf"
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "nsga2")
 PRUNERS = ("median", "hyperband", "none")
-PER_EPOCH_METRICS = ("val_bpc", "val_loss", "val_nll", "val_perplexity", "val_accuracy", "val_top5_accuracy")
 
 
 @dataclass
 class Objective:
     metric: str
     direction: str = "minimize"
+
+    @property
+    def per_epoch(self) -> str | None:
+        """The per-epoch log a pruner watches for this objective."""
+        return objective_names.per_epoch_name(self.metric)
 
 
 @dataclass
@@ -68,17 +73,27 @@ def sweep_path(name: str) -> Path:
 
 
 def _objectives(raw: Any) -> list[Objective]:
+    """`[val_bpc, train_seconds:minimize]` or `[{metric: .., direction: ..}]`; directions inferred and checked."""
     items = raw if isinstance(raw, list) else [raw]
     out = []
     for item in items:
         if isinstance(item, str):
             metric, _, direction = item.partition(":")
-            out.append(Objective(metric.strip(), (direction or "minimize").strip()))
+        elif isinstance(item, dict) and "metric" in item:
+            metric, direction = str(item["metric"]), item.get("direction")
         else:
-            out.append(Objective(str(item["metric"]), str(item.get("direction", "minimize"))))
-    for o in out:
-        if o.direction not in ("minimize", "maximize"):
-            raise SpaceError(f"objective {o.metric}: direction must be minimize or maximize, not {o.direction!r}")
+            raise SpaceError(f"objectives: {item!r} is neither `metric[:direction]` nor {{metric: .., direction: ..}}")
+        metric, direction = metric.strip(), (str(direction).strip() or None) if direction else None
+        if not metric:
+            raise SpaceError("objectives: empty objective name")
+        try:
+            out.append(Objective(metric, objective_names.check(metric, direction)))
+        except objective_names.ObjectiveError as err:
+            raise SpaceError(str(err)) from None
+    if not out:
+        raise SpaceError("objectives: name at least one metric, e.g. [val_bpc]")
+    if len({o.metric for o in out}) < len(out):
+        raise SpaceError(f"objectives: {[o.metric for o in out]} names a metric twice")
     return out
 
 
@@ -145,9 +160,6 @@ def validate(spec: SweepSpec) -> None:
             compose("config", overrides=spec.fixed)
         except HydraException as err:
             raise SpaceError(f"{spec.path.name}: fixed overrides do not compose: {err}".splitlines()[0]) from None
-        for obj in spec.objectives:
-            if not obj.metric:
-                raise SpaceError(f"{spec.path.name}: empty objective name")
         for param in spec.space:
             choices = getattr(param.distribution, "choices", None)
             options = group_options(CONF_DIR, param.name)
@@ -167,7 +179,8 @@ def validate(spec: SweepSpec) -> None:
                 where = f" (when {param.when})" if param.when else ""
                 raise SpaceError(f"params.{param.name}{where}: not a key of the composed config; check the name "
                                  f"({str(err).splitlines()[0]})") from None
-        if not spec.multi_objective and spec.objectives[0].metric not in PER_EPOCH_METRICS \
+        if not spec.multi_objective and objective_names.per_epoch_name(spec.objectives[0].metric) is None \
                 and spec.pruner.get("name") != "none":
-            raise SpaceError(f"{spec.path.name}: pruning needs a per-epoch objective ({', '.join(PER_EPOCH_METRICS)}); "
+            raise SpaceError(f"{spec.path.name}: pruning needs a per-epoch objective "
+                             f"({', '.join(objective_names.PER_EPOCH)}, or their best_ forms); "
                              f"set pruner.name: none for {spec.objectives[0].metric}")
