@@ -95,13 +95,14 @@ def make_sampler(spec, worker: int = 0):
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=int(s.get("population_size", 8)))
-    from lyricslab.sweeps.space import SpaceError
+    from lyricslab.sweeps.space import SpaceError, grid_values
 
     grid = {}
     for p in (p for p in spec.space if not p.pinned):
-        if p.when or not hasattr(p.distribution, "choices"):
-            raise SpaceError(f"sampler grid needs unconditional choice() parameters; {p.name} is not one")
-        grid[p.name] = list(p.distribution.choices)
+        values = None if p.when else grid_values(p.distribution)
+        if values is None:
+            raise SpaceError(f"sampler grid needs unconditional choice() or range() parameters; {p.name} is not one")
+        grid[p.name] = values
     return optuna.samplers.GridSampler(grid, seed=seed)
 
 

@@ -9,17 +9,52 @@ from lyricslab.sweeps.spec import load_spec, validate
 D = optuna.distributions
 
 
-@pytest.mark.parametrize("text,expected", [
+# The Hydra Optuna sweeper plugin's own override table (its test_create_optuna_distribution_from_override),
+# as lyricslab's expectations. One deliberate difference: range() excludes its stop, as everywhere
+# else in Hydra (range(1,3) sweeps 1, 2); the plugin maps range(1,3) to IntDistribution(1, 3).
+PLUGIN_TABLE = [
+    ("key=choice(1,2)", D.CategoricalDistribution([1, 2])),
+    ("key=choice(true, false)", D.CategoricalDistribution([True, False])),
+    ("key=choice('hello', 'world')", D.CategoricalDistribution(["hello", "world"])),
+    ("key=shuffle(range(1,3))", D.CategoricalDistribution([1, 2])),
+    ("key=range(1,3)", D.IntDistribution(1, 2)),  # plugin: IntDistribution(1, 3)
+    ("key=interval(1, 5)", D.FloatDistribution(1, 5)),
+    ("key=int(interval(1, 5))", D.IntDistribution(1, 5)),
+    ("key=tag(log, interval(1, 5))", D.FloatDistribution(1, 5, log=True)),
+    ("key=tag(log, int(interval(1, 5)))", D.IntDistribution(1, 5, log=True)),
+    ("key=range(0.5, 5.5, step=1)", D.FloatDistribution(0.5, 4.5, step=1)),  # plugin: high 5.5
+]
+LYRICSLAB_TABLE = [
     ("choice(lstm, gru)", D.CategoricalDistribution(["lstm", "gru"])),
     ("choice(64, 128)", D.CategoricalDistribution([64, 128])),
     ("interval(0.1, 0.5)", D.FloatDistribution(0.1, 0.5)),
     ("int(interval(1, 4))", D.IntDistribution(1, 4)),
     ("tag(log, interval(1e-4, 1e-2))", D.FloatDistribution(1e-4, 1e-2, log=True)),
     ("int(tag(log, interval(16, 256)))", D.IntDistribution(16, 256, log=True)),
-    ("range(1, 4)", D.CategoricalDistribution([1, 2, 3])),
-])
+    ("range(1, 4)", D.IntDistribution(1, 3)),
+    ("range(1, 10, 3)", D.IntDistribution(1, 7, step=3)),
+    ("range(5, 1, -1)", D.IntDistribution(2, 5)),
+    ("range(0, 1, 0.1)", D.FloatDistribution(0.0, 0.9, step=0.1)),
+]
+
+
+@pytest.mark.parametrize("text,expected", [(t.removeprefix("key="), e) for t, e in PLUGIN_TABLE + LYRICSLAB_TABLE])
 def test_grammar_maps_to_optuna_distributions(text, expected):
-    assert parse_space({"x": text})[0].distribution == expected
+    actual = parse_space({"x": text})[0].distribution
+    if text.startswith("shuffle("):  # shuffled: the order of the choices is random
+        assert isinstance(actual, D.CategoricalDistribution) and set(actual.choices) == set(expected.choices)
+    else:
+        assert actual == expected
+
+
+def test_range_samples_the_same_values_as_hydra_in_order():
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from lyricslab.sweeps.space import grid_values
+
+    for text in ("range(2, 9, 2)", "range(0.5, 3.5)", "range(0, 1, 0.25)"):
+        hydra_values = list(OverridesParser.create().parse_override(f"x={text}").sweep_iterator())
+        assert grid_values(parse_space({"x": text})[0].distribution) == hydra_values
 
 
 @pytest.mark.parametrize("params,message", [
@@ -29,6 +64,8 @@ def test_grammar_maps_to_optuna_distributions(text, expected):
     ({"x": "choice(a"}, "cannot parse"),
     ({"x": {"when": {"model": "lstm"}}}, "needs `space:`"),
     ({"x": {"space": "choice(1, 2)", "when": {"model": "lstm"}}}, "not a parameter declared above"),
+    ({"x": "range(3, 3)"}, "is empty"),
+    ({"n": "range(1, 4)", "x": {"space": "choice(1, 2)", "when": {"n": [7]}}}, "can never hold"),
     ({"model": "choice(lstm, gru)", "x": {"space": "choice(1, 2)", "when": {"model": "transformer"}}},
      "can never hold"),
 ])

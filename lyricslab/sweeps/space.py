@@ -8,7 +8,8 @@
         when: {model: [lstm, gru]}
 
 choice() -> categorical, interval() -> float (int() -> integer), tag(log, ...) -> log scale,
-range(a, b[, step]) -> categorical over the range.
+range(a, b[, step]) -> integer (or float) steps from a up to, not including, b: Hydra's meaning of
+range(), where the Hydra Optuna sweeper plugin includes b. shuffle(range(..)) -> categorical.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ def parse_value(text: str) -> Any:
 
 def to_distribution(name: str, text: str) -> optuna.distributions.BaseDistribution:
     try:
-        value = _parser.parse_override(f"{name}={text}").value()
+        override = _parser.parse_override(f"{name}={text}")
+        value = override.value()
     except HydraException as err:
         raise SpaceError(f"params.{name}: cannot parse {text!r} ({err}); use choice(...), interval(a, b), "
                          f"int(interval(a, b)) or tag(log, interval(a, b))") from None
@@ -62,10 +64,17 @@ def to_distribution(name: str, text: str) -> optuna.distributions.BaseDistributi
             raise SpaceError(f"params.{name}: choice() needs at least one value")
         return optuna.distributions.CategoricalDistribution(list(value.list))
     if isinstance(value, RangeSweep):
-        items = list(value.range()) if hasattr(value, "range") else list(range(value.start, value.stop, value.step))
+        items = list(override.sweep_iterator())  # Hydra's own expansion: the stop is excluded
         if not items:
-            raise SpaceError(f"params.{name}: range({value.start}, {value.stop}) is empty")
-        return optuna.distributions.CategoricalDistribution(items)
+            raise SpaceError(f"params.{name}: range({value.start}, {value.stop}, {value.step}) is empty")
+        if value.shuffle:  # asked to be unordered
+            return optuna.distributions.CategoricalDistribution(items)
+        # Ordered steps, not a categorical: TPE and CMA-ES can then use that 3 lies between 2 and 4.
+        step, low = abs(value.step), min(items)
+        if all(isinstance(v, int) for v in (value.start, value.stop, value.step)):
+            return optuna.distributions.IntDistribution(low, max(items), step=step)
+        high = round(low + step * (len(items) - 1), 12)  # from the count: no float drift in the last item
+        return optuna.distributions.FloatDistribution(float(low), high, step=float(step))
     if isinstance(value, IntervalSweep):
         lo, hi, log = value.start, value.end, "log" in value.tags
         if not lo < hi:
@@ -107,7 +116,7 @@ def parse_space(params: Mapping[str, Any] | None, fixed: Mapping[str, Any] | Non
                 if above is None:
                     raise SpaceError(f"params.{name}: `when` names {parent!r}, which is not a parameter declared "
                                      f"above it nor a fixed key")
-                parent_choices = getattr(above.distribution, "choices", None)
+                parent_choices = grid_values(above.distribution)
                 if parent_choices is not None and not set(allowed) & set(parent_choices):
                     if not above.pinned:
                         raise SpaceError(f"params.{name}: `when: {parent}: {allowed}` can never hold; "
@@ -138,6 +147,17 @@ def suggest(trial: optuna.trial.BaseTrial, name: str, dist: optuna.distributions
     if isinstance(dist, optuna.distributions.IntDistribution):
         return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
     return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
+
+
+def grid_values(dist: optuna.distributions.BaseDistribution) -> list[Any] | None:
+    """Every value of a choice() or range() parameter, for the grid sampler; None for a continuous one."""
+    if isinstance(dist, optuna.distributions.CategoricalDistribution):
+        return list(dist.choices)
+    if dist.step is None or dist.log:
+        return None
+    count = int(round((dist.high - dist.low) / dist.step)) + 1
+    return [dist.low + i * dist.step if isinstance(dist.low, int) else round(dist.low + i * dist.step, 12)
+            for i in range(count)]
 
 
 def sample(trial: optuna.trial.BaseTrial, space: list[Param], fixed: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -127,6 +127,7 @@ class Supervisor:
         self.timeout, self.stop, self.poll_seconds = timeout, stop, poll_seconds
         self.started = time.monotonic()
         self.next_index, self.restarts = 0, 0
+        self.max_restarts = n_trials + workers  # a bound for a worker that keeps dying mid-trial
         self.children: dict[int, subprocess.Popen] = {}
         for _ in range(workers):
             self.start()
@@ -160,7 +161,7 @@ class Supervisor:
                 failed = fail_dead_worker_trials(self.study, self.retry, {child.pid}, describe_exit(code))
                 note = f"; failed and re-queued its trial(s) {failed}" if failed else ""
                 # A worker that never got to a trial died starting up and would again: no replacement.
-                if self.ran_a_trial(child.pid) and self.restarts < self.n_trials and self.work_left():
+                if self.ran_a_trial(child.pid) and self.restarts < self.max_restarts and self.work_left():
                     self.restarts += 1
                     note += f"; started worker {self.next_index} in its place"
                     self.start()
