@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,6 +140,9 @@ def load_spec(name: str, overrides: dict[str, Any] | None = None, extra_fixed: l
     spec.space = parse_space(spec.params, spec.fixed_values, spec.pinned)
     if spec.sampler.get("name") not in SAMPLERS:
         raise SpaceError(f"{path.name}: sampler.name must be one of {SAMPLERS}, not {spec.sampler.get('name')!r}")
+    if spec.sampler.get("name") == "cmaes" and importlib.util.find_spec("cmaes") is None:
+        # Optuna imports it only when the first CMA-ES trial starts: every trial would fail instead.
+        raise SpaceError(f"{path.name}: sampler cmaes needs the cmaes package (pip install cmaes, or make install)")
     if spec.pruner.get("name") not in PRUNERS:
         raise SpaceError(f"{path.name}: pruner.name must be one of {PRUNERS}, not {spec.pruner.get('name')!r}")
     if spec.n_trials < 1:
