@@ -89,8 +89,10 @@ def test_three_trial_sweep_logs_parent_children_and_a_rerunnable_best_config(tmp
 
     folder = client.download_artifacts(parent.info.run_id, "best_config.yaml", str(tmp_path / "best"))
     out = subprocess.run([sys.executable, "-m", "lyricslab.run", "-cp", str(Path(folder).parent), "-cn",
-                          "best_config"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+                          "best_config"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.returncode == 0, out.stderr[-2000:]
+    assert not (tmp_path / "run.log").exists()  # logs go to the console, as for any run
     rerun = [r for r in runs(tmp_path) if "mlflow.parentRunId" not in r.data.tags
              and r.data.tags.get("lyricslab.role") != "sweep-parent"]
     assert len(rerun) == 1 and rerun[0].data.params["model.name"] == study.best_params["model"]

@@ -183,6 +183,8 @@ def finish_parent(study: optuna.Study, spec: SweepSpec, run_id: str, best_config
             # Re-runs as one training: python -m lyricslab.run -cp <folder> -cn best_config
             text = OmegaConf.to_yaml(best_config, resolve=True)
             text += "hydra:\n  run:\n    dir: .\n  output_subdir: null\n"
+            # As conf/config.yaml: log to the console, not to a run.log in the current folder.
+            text += "defaults:\n  - _self_\n  - override hydra/job_logging: stdout\n"
             (out / "best_config.yaml").write_text(text)
             local = best_config_path(spec, best_config)
             local.parent.mkdir(parents=True, exist_ok=True)
