@@ -23,7 +23,7 @@ USAGE = ("usage: python -m lyricslab.sweep sweep=<name> [n_trials=N] [workers=N]
 
 def parse_args(argv: list[str]) -> tuple[str, int, int | None, dict[str, Any], list[str]]:
     """(sweep, workers, worker index or None in the parent, sweep-file overrides, Hydra overrides)."""
-    from lyricslab.sweeps.space import parse_value
+    from lyricslab.sweeps.space import SpaceError, parse_value
 
     sweep, workers, worker, spec_over, hydra_over = "demo", 1, None, {}, []
     for arg in argv:
@@ -35,10 +35,10 @@ def parse_args(argv: list[str]) -> tuple[str, int, int | None, dict[str, Any], l
             raise SystemExit(f"error: {arg!r} is not key=value\n{USAGE}")
         if key == "sweep":
             sweep = value
-        elif key == "workers":
-            workers = int(value)
-        elif key == "_worker":  # set by the parent on the worker processes it starts
-            worker = int(value)
+        elif key in ("workers", "_worker"):  # _worker=K: set by the parent on the worker processes it starts
+            if not value.isdigit() or (key == "workers" and int(value) < 1):
+                raise SpaceError(f"{key} must be a whole number of at least 1, not {value!r}")
+            workers, worker = (int(value), worker) if key == "workers" else (workers, int(value))
         elif key.split(".")[0] in SPEC_KEYS:
             head, _, sub = key.partition(".")
             parsed = parse_value(value) if value else None
@@ -165,12 +165,11 @@ def objective_factory(spec, parent_run_id: str, worker: int = 0):
     from optuna.storages import RetryHeartbeatStaleTrialCallback
     from optuna_integration.keras import KerasPruningCallback
 
+    from lyricslab.sweeps.objectives import value as objective_value
     from lyricslab.sweeps.report import RUN_ATTR, close_orphan_runs
     from lyricslab.sweeps.space import sample
     from lyricslab.sweeps.workers import record_worker
     from lyricslab.train import train
-
-    from lyricslab.sweeps.objectives import value as objective_value
 
     monitor = spec.objectives[0].per_epoch  # val_loss for a best_val_loss objective
 
@@ -258,12 +257,15 @@ def run_worker(spec, study, parent_run_id: str, callbacks=(), worker: int = 0) -
 
     from lyricslab.sweeps.budget import BudgetedStudy, BudgetSpent
     from lyricslab.sweeps.storage import trials_lock_path
+    from lyricslab.sweeps.workers import fail_dead_worker_trials
 
     counted = (TrialState.COMPLETE, TrialState.PRUNED)
     guard = FailureGuard(spec.max_failed_share)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # Parallel workers would each start one trial past n_trials; this study hands out exactly n_trials.
-    study = BudgetedStudy(study, spec.n_trials, trials_lock_path(spec.storage, spec.study_name, mlruns_root()))
+    retry = retry_dead_trial(spec)
+    study = BudgetedStudy(study, spec.n_trials, trials_lock_path(spec.storage, spec.study_name, mlruns_root()),
+                          before_count=lambda s: fail_dead_worker_trials(s, retry))
     started = time.monotonic()
     while len(study.get_trials(deepcopy=False, states=counted)) < spec.n_trials and not guard.message:
         left = None if spec.timeout is None else float(spec.timeout) - (time.monotonic() - started)

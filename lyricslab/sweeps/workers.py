@@ -159,7 +159,7 @@ class Supervisor:
                 if code == 0:
                     continue
                 failed = fail_dead_worker_trials(self.study, self.retry, {child.pid}, describe_exit(code))
-                note = f"; failed and re-queued its trial(s) {failed}" if failed else ""
+                note = f"; failed its running trial(s) {failed}" if failed else ""
                 # A worker that never got to a trial died starting up and would again: no replacement.
                 if self.ran_a_trial(child.pid) and self.restarts < self.max_restarts and self.work_left():
                     self.restarts += 1
