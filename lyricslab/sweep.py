@@ -8,7 +8,6 @@ every trial (e.g. data=genius data.path=...).
 
 from __future__ import annotations
 
-import gc
 import os
 import sys
 import time
@@ -208,8 +207,7 @@ def objective_factory(spec, parent_run_id: str, worker: int = 0):
             tag_state("FAIL")
             raise
         finally:
-            keras.backend.clear_session()  # memory must not grow from trial to trial
-            gc.collect()
+            keras.backend.clear_session()  # memory must not grow from trial to trial (this also runs gc.collect)
         try:
             values_out = [objective_value(o.metric, metrics) for o in spec.objectives]
         except KeyError as err:
@@ -272,8 +270,9 @@ def run_worker(spec, study, parent_run_id: str, callbacks=(), worker: int = 0) -
         if left is not None and left <= 0:
             break
         try:
+            # gc_after_trial=False: the objective's keras clear_session() has just run a full collection.
             study.optimize(objective_factory(spec, parent_run_id, worker), n_trials=None, timeout=left,
-                           catch=(Exception,), gc_after_trial=True,
+                           catch=(Exception,), gc_after_trial=False,
                            callbacks=[MaxTrialsCallback(spec.n_trials, states=counted), guard, progress_line,
                                       *callbacks])
         except BudgetSpent:  # the other workers hold the remaining trials

@@ -1,10 +1,14 @@
 """Sweeps end to end on tiny trials: parent/child runs, pruning, resume, workers, a killed worker."""
 
+import atexit
+import functools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -28,7 +32,20 @@ params:
 PARAMS = "  model: choice(lstm, gru)\n  optimizer.learning_rate: tag(log, interval(0.003, 0.01))\n"
 
 
+@functools.lru_cache(maxsize=None)
+def empty_mlflow_store() -> Path:
+    """An MLflow SQLite store with its tables made, built once and copied into each test:
+    making them (MLflow's migrations) takes seconds, longer than a synthetic sweep."""
+    folder = Path(tempfile.mkdtemp(prefix="lyricslab-test-mlflow-"))
+    atexit.register(shutil.rmtree, folder, True)
+    mlflow.MlflowClient(tracking_uri=f"sqlite:///{folder}/mlflow.db").search_experiments()
+    return folder / "mlflow.db"
+
+
 def setup_sweep(tmp_path: Path, name="t", n=3, pruner="none", extra=(), params=PARAMS, sampler="random"):
+    (tmp_path / "mlruns").mkdir(exist_ok=True)
+    if not (tmp_path / "mlruns" / "mlflow.db").exists():
+        shutil.copy(empty_mlflow_store(), tmp_path / "mlruns" / "mlflow.db")
     fixed = ", ".join(json.dumps(o) for o in [o for o in tiny("lstm") if not o.startswith("model=")]
                       + ["trainer.epochs=2", *extra])
     path = tmp_path / f"{name}.yaml"
@@ -36,6 +53,14 @@ def setup_sweep(tmp_path: Path, name="t", n=3, pruner="none", extra=(), params=P
     store = [f"tracking.uri=sqlite:///{tmp_path}/mlruns/mlflow.db", f"tracking.artifact_root={tmp_path}/mlruns/art",
              f"data.cache_dir={tmp_path}/cache", "tracking.experiment=sweeps"]
     return [f"sweep={path}", f"storage=journal:{tmp_path}/optuna/{name}.log", *store]
+
+
+@pytest.fixture
+def no_plots(monkeypatch):
+    """For tests that check no plot: drawing the parent run's plots takes seconds per sweep."""
+    from lyricslab.sweeps import report
+
+    monkeypatch.setattr(report, "_plots", lambda study, spec, out: [])
 
 
 def runs(tmp_path):
@@ -98,7 +123,7 @@ def test_three_trial_sweep_logs_parent_children_and_a_rerunnable_best_config(tmp
     assert len(rerun) == 1 and rerun[0].data.params["model.name"] == study.best_params["model"]
 
 
-def test_pruned_trial_ends_killed_with_its_curve(tmp_path):
+def test_pruned_trial_ends_killed_with_its_curve(tmp_path, no_plots):
     args = setup_sweep(tmp_path, n=2, pruner="median", extra=["trainer.epochs=3"],
                        params="  optimizer.learning_rate: choice(0.01, 1e-9)\n")
     study = sweep.open_study(sweep.load(*[sweep.parse_args(args)[i] for i in (0, 3, 4)]))
@@ -114,7 +139,7 @@ def test_pruned_trial_ends_killed_with_its_curve(tmp_path):
     assert study_of(tmp_path).trials[1].state == optuna.trial.TrialState.PRUNED
 
 
-def test_too_many_failures_stop_the_sweep_with_a_reason(tmp_path, capsys):
+def test_too_many_failures_stop_the_sweep_with_a_reason(tmp_path, capsys, no_plots):
     args = setup_sweep(tmp_path, n=5, extra=["trainer.seq_len=100000"])  # every split is too short
     assert sweep.main(args) == 1
     err = capsys.readouterr().err
@@ -129,13 +154,13 @@ def sweep_cmd(args):
 
 
 def test_two_workers_share_one_study_and_draw_different_trials(tmp_path):
-    args = setup_sweep(tmp_path, n=4, sampler="tpe")  # TPE's random start-up trials, one seed per worker
+    args = setup_sweep(tmp_path, n=2, sampler="tpe")  # TPE's random start-up trials, one seed per worker
     out = subprocess.run(sweep_cmd([*args, "workers=2"]), cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "Traceback" not in out.stderr and "locked" not in out.stderr
     study = study_of(tmp_path)
     # Exactly n_trials: no worker starts a trial past the total (Optuna's own check runs after a trial).
-    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 2
     # Workers seeded alike would propose the same configurations in pairs.
     assert len({tuple(sorted(t.params.items())) for t in study.trials}) == len(study.trials)
     assert {t.user_attrs["worker"] for t in study.trials} == {0, 1}
@@ -171,7 +196,7 @@ def started(trial) -> bool:
     return trial.state.name == "RUNNING" and "mlflow_run_id" in trial.user_attrs
 
 
-def test_resume_fails_and_retries_the_trial_of_a_killed_sweep_at_once(tmp_path):
+def test_resume_fails_and_retries_the_trial_of_a_killed_sweep_at_once(tmp_path, no_plots):
     args = setup_sweep(tmp_path, n=1)
     slow = subprocess.Popen(sweep_cmd([*args, "trainer.epochs=200", "trainer.steps_per_epoch=null"]), cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -288,7 +313,7 @@ def test_a_dead_pid_on_this_host_fails_its_trial_and_a_live_one_does_not(tmp_pat
     assert "died mid-trial" in study.trials[0].user_attrs["error"]
 
 
-def test_registry_alias_moves_to_a_better_trial_and_generate_uses_it(tmp_path, capsys):
+def test_registry_alias_moves_to_a_better_trial_and_generate_uses_it(tmp_path, capsys, no_plots):
     from lyricslab import generate
 
     args = setup_sweep(tmp_path, n=1, params="  optimizer.learning_rate: choice(0.01, 1e-9)\n")

@@ -13,7 +13,7 @@ import mlflow
 import pytest
 
 from lyricslab import sweep
-from test_sweep import runs, setup_sweep, split, study_of
+from test_sweep import no_plots, runs, setup_sweep, split, study_of  # noqa: F401 (no_plots: a fixture)
 
 
 def synthetic_train(cfg, callbacks=(), parent_run_id=None, tags=None, on_run_start=None):
@@ -53,40 +53,39 @@ def with_sampler(args, text):
     return args
 
 
-def test_grid_runs_every_point_once_and_stops_with_pinned_keys_applied(tmp_path, capsys):
-    params = ("  model: choice(lstm, gru)\n  model.units: choice(32, 64)\n  optimizer.learning_rate: choice(0.003, 0.01)\n"
-              "  trainer.batch_size: range(8, 24, 8)\n")
+def test_grid_runs_every_point_once_and_stops_with_pinned_keys_applied(tmp_path, capsys, no_plots):
+    params = "  model: choice(lstm, gru)\n  model.units: choice(32, 64)\n  trainer.batch_size: range(8, 24, 8)\n"
     args = with_sampler(setup_sweep(tmp_path, n=20, params=params), "sampler: {name: grid, seed: 1}")
     assert sweep.main([*args, "model.units=48"]) == 0
     assert "1 worker(s), pinned model.units=48;" in capsys.readouterr().out
     trials = study_of(tmp_path).trials
-    points = {(t.params["model"], t.params["optimizer.learning_rate"], t.params["trainer.batch_size"]) for t in trials}
-    assert len(trials) == len(points) == 8  # 2 x 2 x 2: the grid ends the sweep before n_trials=20
+    points = {(t.params["model"], t.params["trainer.batch_size"]) for t in trials}
+    assert len(trials) == len(points) == 4  # 2 x 2: the grid ends the sweep before n_trials=20
     assert {t.params["trainer.batch_size"] for t in trials} == {8, 16}  # the stop, 24, is excluded
     parents, children = split(runs(tmp_path))
     assert {c.data.params["model.units"] for c in children} == {"48"}
     assert parents[0].data.tags["pinned.model.units"] == "48"
 
 
-def test_cmaes_samples_numeric_parameters_after_its_start_up_trial(tmp_path):
+def test_cmaes_samples_numeric_parameters_after_its_start_up_trial(tmp_path, no_plots):
     pytest.importorskip("cmaes", reason="sampler cmaes needs the cmaes package (a dependency: make install)")
     params = "  optimizer.learning_rate: tag(log, interval(0.001, 0.1))\n  model.units: int(interval(16, 128))\n"
-    args = with_sampler(setup_sweep(tmp_path, n=6, params=params), "sampler: {name: cmaes, seed: 1}")
+    args = with_sampler(setup_sweep(tmp_path, n=4, params=params), "sampler: {name: cmaes, seed: 1}")
     assert sweep.main(args) == 0
     trials = study_of(tmp_path).trials
-    assert [t.state.name for t in trials] == ["COMPLETE"] * 6
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 4
     assert all(16 <= t.params["model.units"] <= 128 and 0.001 <= t.params["optimizer.learning_rate"] <= 0.1
                for t in trials)
     assert any(key.startswith("cma:") for t in trials[1:] for key in t.system_attrs)  # CMA-ES, not random
 
 
-def test_hyperband_prunes_at_its_rungs_and_the_run_ends_killed(tmp_path):
+def test_hyperband_prunes_at_its_rungs_and_the_run_ends_killed(tmp_path, no_plots):
     params = "  optimizer.learning_rate: tag(log, interval(0.0001, 1.0))\n"
-    args = setup_sweep(tmp_path, n=10, pruner="hyperband", extra=["trainer.epochs=9"], params=params)
+    args = setup_sweep(tmp_path, n=6, pruner="hyperband", extra=["trainer.epochs=9"], params=params)
     assert sweep.main(args) == 0
     trials = study_of(tmp_path).trials
     pruned = [t for t in trials if t.state.name == "PRUNED"]
-    assert len(trials) == 10 and pruned and len(pruned) < 10
+    assert len(trials) == 6 and pruned and len(pruned) < 6
     assert any(k.startswith("completed_rung_") for t in trials for k in t.system_attrs)  # successive halving's rungs
     assert all(len(t.intermediate_values) < 9 for t in pruned)
     by_run = {c.info.run_id: c for c in split(runs(tmp_path))[1]}
@@ -105,7 +104,7 @@ def test_cmaes_without_its_package_is_a_one_line_error(tmp_path, capsys, monkeyp
     assert capsys.readouterr().err == "error: t.yaml: sampler cmaes needs the cmaes package (pip install cmaes, or make install)\n"
 
 
-def test_timeout_ends_the_sweep_early_and_cleanly(tmp_path, monkeypatch):
+def test_timeout_ends_the_sweep_early_and_cleanly(tmp_path, monkeypatch, no_plots):
     def slow_train(cfg, **kwargs):
         time.sleep(0.5)
         return synthetic_train(cfg, **kwargs)
@@ -125,10 +124,10 @@ def test_timeout_ends_the_sweep_early_and_cleanly(tmp_path, monkeypatch):
 
 def test_nsga2_two_objectives_log_a_pareto_front_on_the_parent(tmp_path):
     params = "  model.units: int(interval(16, 256))\n  optimizer.learning_rate: tag(log, interval(0.001, 0.1))\n"
-    args = with_sampler(setup_sweep(tmp_path, n=8, params=params), "sampler: {name: nsga2, seed: 1, population_size: 4}")
+    args = with_sampler(setup_sweep(tmp_path, n=5, params=params), "sampler: {name: nsga2, seed: 1, population_size: 3}")
     assert sweep.main([*args, "objectives=[val_bpc,train_seconds]"]) == 0
     study = study_of(tmp_path)
-    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 8
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 5
     assert {t.system_attrs["NSGAIISampler:generation"] for t in study.trials} == {0, 1}  # a second generation bred
     parent = split(runs(tmp_path))[0][0]
     client = mlflow.MlflowClient()
