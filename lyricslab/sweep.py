@@ -8,10 +8,7 @@ every trial (e.g. data=genius data.path=...).
 
 from __future__ import annotations
 
-import gc
 import os
-import signal
-import subprocess
 import sys
 import time
 import warnings
@@ -23,10 +20,11 @@ USAGE = ("usage: python -m lyricslab.sweep sweep=<name> [n_trials=N] [workers=N]
          "[study_name=..] [Hydra overrides...]")
 
 
-def parse_args(argv: list[str]) -> tuple[str, int, bool, dict[str, Any], list[str]]:
-    from lyricslab.sweeps.space import parse_value
+def parse_args(argv: list[str]) -> tuple[str, int, int | None, dict[str, Any], list[str]]:
+    """(sweep, workers, worker index or None in the parent, sweep-file overrides, Hydra overrides)."""
+    from lyricslab.sweeps.space import SpaceError, parse_value
 
-    sweep, workers, worker_mode, spec_over, hydra_over = "demo", 1, False, {}, []
+    sweep, workers, worker, spec_over, hydra_over = "demo", 1, None, {}, []
     for arg in argv:
         if arg in ("-h", "--help"):
             print(__doc__.strip() + "\n\n" + USAGE)
@@ -36,10 +34,10 @@ def parse_args(argv: list[str]) -> tuple[str, int, bool, dict[str, Any], list[st
             raise SystemExit(f"error: {arg!r} is not key=value\n{USAGE}")
         if key == "sweep":
             sweep = value
-        elif key == "workers":
-            workers = int(value)
-        elif key == "_worker":
-            worker_mode = True
+        elif key in ("workers", "_worker"):  # _worker=K: set by the parent on the worker processes it starts
+            if not value.isdigit() or (key == "workers" and int(value) < 1):
+                raise SpaceError(f"{key} must be a whole number of at least 1, not {value!r}")
+            workers, worker = (int(value), worker) if key == "workers" else (workers, int(value))
         elif key.split(".")[0] in SPEC_KEYS:
             head, _, sub = key.partition(".")
             parsed = parse_value(value) if value else None
@@ -49,7 +47,7 @@ def parse_args(argv: list[str]) -> tuple[str, int, bool, dict[str, Any], list[st
                 spec_over[head] = parsed
         else:
             hydra_over.append(arg)
-    return sweep, workers, worker_mode, spec_over, hydra_over
+    return sweep, workers, worker, spec_over, hydra_over
 
 
 def load(sweep: str, spec_over: dict[str, Any], hydra_over: list[str]):
@@ -74,11 +72,14 @@ def compose_trial(spec, values: dict[str, Any]):
         return compose("config", overrides=[*spec.fixed, *to_overrides(values)])
 
 
-def make_sampler(spec):
+def make_sampler(spec, worker: int = 0):
+    """The sweep's sampler; worker K draws from seed + K, so parallel workers never share a random
+    stream (identical streams would make every worker propose the same trials) while a rerun
+    with the same seed and worker count proposes the same ones."""
     import optuna
 
     s = spec.sampler
-    seed = s.get("seed")
+    seed = None if s.get("seed") is None else int(s["seed"]) + worker
     name = s.get("name", "tpe")
     if spec.multi_objective and name not in ("random", "nsga2"):
         name = "nsga2"  # NSGA-II for Pareto fronts
@@ -93,13 +94,14 @@ def make_sampler(spec):
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=int(s.get("population_size", 8)))
-    from lyricslab.sweeps.space import SpaceError
+    from lyricslab.sweeps.space import SpaceError, grid_values
 
     grid = {}
-    for p in spec.space:
-        if p.when or not hasattr(p.distribution, "choices"):
-            raise SpaceError(f"sampler grid needs unconditional choice() parameters; {p.name} is not one")
-        grid[p.name] = list(p.distribution.choices)
+    for p in (p for p in spec.space if not p.pinned):
+        values = None if p.when else grid_values(p.distribution)
+        if values is None:
+            raise SpaceError(f"sampler grid needs unconditional choice() or range() parameters; {p.name} is not one")
+        grid[p.name] = values
     return optuna.samplers.GridSampler(grid, seed=seed)
 
 
@@ -117,20 +119,31 @@ def make_pruner(spec, epochs: int):
 
 
 class FailureGuard:
-    """Stops the study when too many trials fail, with a message that says why."""
+    """Stops the study when too many trials fail, with a message that says why.
+
+    Trials failed because their worker process died are left out: they say nothing about the
+    configurations, and they are re-queued anyway.
+    """
 
     def __init__(self, max_share: float, min_trials: int = 3):
         self.max_share, self.min_trials, self.message = max_share, min_trials, None
 
-    def __call__(self, study, trial) -> None:
+    def check(self, study) -> str | None:
         import optuna
 
-        done = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+        from lyricslab.sweeps.workers import DIED_ATTR
+
+        done = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()
+                and not t.user_attrs.get(DIED_ATTR)]
         failed = [t for t in done if t.state == optuna.trial.TrialState.FAIL]
         if len(done) >= self.min_trials and len(failed) / len(done) > self.max_share:
             last = failed[-1].user_attrs.get("error", "see the trial's MLflow run")
             self.message = (f"stopping the sweep: {len(failed)} of {len(done)} trials failed (more than "
                             f"max_failed_share={self.max_share}); last error: {last}")
+        return self.message
+
+    def __call__(self, study, trial) -> None:
+        if self.check(study):
             study.stop()
 
 
@@ -144,20 +157,23 @@ def progress_line(study, trial) -> None:
           + (f"  ({note[:120]})" if note else ""), flush=True)
 
 
-def objective_factory(spec, parent_run_id: str):
+def objective_factory(spec, parent_run_id: str, worker: int = 0):
     import keras
     import mlflow
     import optuna
     from optuna.storages import RetryHeartbeatStaleTrialCallback
     from optuna_integration.keras import KerasPruningCallback
 
+    from lyricslab.sweeps.objectives import value as objective_value
     from lyricslab.sweeps.report import RUN_ATTR, close_orphan_runs
     from lyricslab.sweeps.space import sample
+    from lyricslab.sweeps.workers import record_worker
     from lyricslab.train import train
 
-    monitor = spec.objectives[0].metric
+    monitor = spec.objectives[0].per_epoch  # val_loss for a best_val_loss objective
 
     def objective(trial: optuna.Trial):
+        record_worker(trial, worker)
         close_orphan_runs(trial.study)
         frozen = trial.storage.get_trial(trial._trial_id)
         retried = RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
@@ -178,7 +194,7 @@ def objective_factory(spec, parent_run_id: str):
             values = sample(trial, spec.space, spec.fixed_values)
             cfg = compose_trial(spec, values)
             # Reports every epoch (NopPruner just never prunes): curves for the intermediate-values plot.
-            callbacks = [] if spec.multi_objective else [KerasPruningCallback(trial, monitor=monitor)]
+            callbacks = [] if spec.multi_objective or monitor is None else [KerasPruningCallback(trial, monitor=monitor)]
             metrics = train(cfg, callbacks=callbacks, parent_run_id=parent_run_id, tags=tags, on_run_start=on_start)
         except optuna.TrialPruned:
             steps = trial.storage.get_trial(trial._trial_id).intermediate_values
@@ -191,48 +207,82 @@ def objective_factory(spec, parent_run_id: str):
             tag_state("FAIL")
             raise
         finally:
-            keras.backend.clear_session()  # memory must not grow from trial to trial
-            gc.collect()
-        missing = [o.metric for o in spec.objectives if o.metric not in metrics]
-        if missing:
-            raise KeyError(f"objective metric(s) {missing} not produced by train(); known: {sorted(metrics)}")
+            keras.backend.clear_session()  # memory must not grow from trial to trial (this also runs gc.collect)
+        try:
+            values_out = [objective_value(o.metric, metrics) for o in spec.objectives]
+        except KeyError as err:
+            trial.set_user_attr("error", str(err)[:1000])
+            tag_state("FAIL")
+            raise
         tag_state("COMPLETE")
         trial.set_user_attr("train_seconds", metrics.get("train_seconds"))
-        values_out = [float(metrics[o.metric]) for o in spec.objectives]
         return values_out if spec.multi_objective else values_out[0]
 
     return objective
 
 
-def open_study(spec):
+def mlruns_root():
+    from pathlib import Path
+
+    return Path(os.environ.get("LYRICSLAB_MLRUNS", "mlruns"))
+
+
+def open_study(spec, worker: int = 0):
     import optuna
 
     from lyricslab.sweeps.storage import make_storage
 
-    root = os.environ.get("LYRICSLAB_MLRUNS", "mlruns")
-    from pathlib import Path
-
-    storage = make_storage(spec.storage, spec.study_name, Path(root), spec.heartbeat)
+    storage = make_storage(spec.storage, spec.study_name, mlruns_root(), spec.heartbeat, retry_dead_trial(spec))
     epochs = int(compose_trial(spec, {}).trainer.epochs)
     return optuna.create_study(study_name=spec.study_name, storage=storage, load_if_exists=True,
                                directions=[o.direction for o in spec.objectives],
-                               sampler=make_sampler(spec), pruner=make_pruner(spec, epochs))
+                               sampler=make_sampler(spec, worker), pruner=make_pruner(spec, epochs))
 
 
-def run_worker(spec, study, parent_run_id: str, callbacks=()) -> FailureGuard:
+def retry_dead_trial(spec):
+    """Re-queues a trial whose worker died, up to heartbeat.max_retry times."""
+    from lyricslab.sweeps.workers import RetryDeadWorkerTrial
+
+    max_retry = spec.heartbeat.get("max_retry", 2)
+    return RetryDeadWorkerTrial(None if max_retry is None else int(max_retry))
+
+
+def run_worker(spec, study, parent_run_id: str, callbacks=(), worker: int = 0) -> FailureGuard:
     import optuna
+    from optuna.exceptions import UpdateFinishedTrialError
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
 
+    from lyricslab.sweeps.budget import BudgetedStudy, BudgetSpent
+    from lyricslab.sweeps.storage import trials_lock_path
+    from lyricslab.sweeps.workers import fail_dead_worker_trials
+
     counted = (TrialState.COMPLETE, TrialState.PRUNED)
-    done = len(study.get_trials(deepcopy=False, states=counted))
     guard = FailureGuard(spec.max_failed_share)
-    if done >= spec.n_trials:
-        return guard
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study.optimize(objective_factory(spec, parent_run_id), n_trials=None, timeout=spec.timeout,
-                   catch=(Exception,), gc_after_trial=True,
-                   callbacks=[MaxTrialsCallback(spec.n_trials, states=counted), guard, progress_line, *callbacks])
+    # Parallel workers would each start one trial past n_trials; this study hands out exactly n_trials.
+    retry = retry_dead_trial(spec)
+    study = BudgetedStudy(study, spec.n_trials, trials_lock_path(spec.storage, spec.study_name, mlruns_root()),
+                          before_count=lambda s: fail_dead_worker_trials(s, retry))
+    started = time.monotonic()
+    while len(study.get_trials(deepcopy=False, states=counted)) < spec.n_trials and not guard.message:
+        left = None if spec.timeout is None else float(spec.timeout) - (time.monotonic() - started)
+        if left is not None and left <= 0:
+            break
+        try:
+            # gc_after_trial=False: the objective's keras clear_session() has just run a full collection.
+            study.optimize(objective_factory(spec, parent_run_id, worker), n_trials=None, timeout=left,
+                           catch=(Exception,), gc_after_trial=False,
+                           callbacks=[MaxTrialsCallback(spec.n_trials, states=counted), guard, progress_line,
+                                      *callbacks])
+        except BudgetSpent:  # the other workers hold the remaining trials
+            pass
+        except UpdateFinishedTrialError as err:
+            # Another process failed this trial while it ran (its heartbeat looked stale): it has been
+            # re-queued already, so this worker just goes on with the next one.
+            print(f"warning: {err}", file=sys.stderr, flush=True)
+            continue
+        break
     return guard
 
 
@@ -260,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     from lyricslab.sweeps.space import SpaceError
 
     try:
-        sweep, workers, worker_mode, spec_over, hydra_over = parse_args(argv)
+        sweep, workers, worker, spec_over, hydra_over = parse_args(argv)
         spec = load(sweep, spec_over, hydra_over)
     except SpaceError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -269,9 +319,11 @@ def main(argv: list[str] | None = None) -> int:
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
+    from lyricslab import tracking
     from lyricslab.sweeps import report
+    from lyricslab.sweeps.workers import Supervisor, fail_dead_worker_trials
 
-    study = open_study(spec)
+    study = open_study(spec, worker or 0)
     base_cfg = compose_trial(spec, {})
     try:
         from lyricslab.data.prepare import load_splits
@@ -280,34 +332,34 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    tracking.setup(base_cfg.tracking)
+    retry = retry_dead_trial(spec)
+    # A resume (or a replacement worker) first fails the trials of workers that died on this host.
+    fail_dead_worker_trials(study, retry)
 
-    if worker_mode:
-        run_worker(spec, study, study.user_attrs[report.PARENT_ATTR])
+    if worker is not None:
+        run_worker(spec, study, study.user_attrs[report.PARENT_ATTR], worker=worker)
         return 0
 
     parent = report.ensure_parent(study, spec, base_cfg.tracking)
+    pins = "".join(f", pinned {k}={v}" for k, v in spec.pinned.items())
     print(f"sweep {spec.study_name}: {spec.n_trials} trials, sampler {spec.sampler.get('name')}, pruner "
-          f"{spec.pruner.get('name')}, {workers} worker(s); MLflow parent run {parent}", flush=True)
-    interrupted, guard, children = False, None, []
+          f"{spec.pruner.get('name')}, {workers} worker(s){pins}; MLflow parent run {parent}", flush=True)
+    interrupted, guard, supervisor = False, FailureGuard(spec.max_failed_share), None
     try:
         if workers > 1:
-            cmd = [sys.executable, "-m", "lyricslab.sweep", *argv, "_worker=1"]
-            children = [subprocess.Popen(cmd) for _ in range(workers)]
-            codes = [c.wait() for c in children]
-            if any(codes):
-                print(f"warning: worker exit codes {codes}", file=sys.stderr)
+            supervisor = Supervisor(study, [sys.executable, "-m", "lyricslab.sweep", *argv], workers, spec.n_trials,
+                                    retry, spec.timeout, stop=lambda: guard.check(study) is not None)
+            supervisor.run()
+            guard.check(study)
         else:
             guard = run_worker(spec, study, parent)
     except KeyboardInterrupt:
         interrupted = True
-        for child in children:
-            child.send_signal(signal.SIGINT)
-        for child in children:
-            try:
-                child.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        if supervisor is not None:
+            supervisor.interrupt()
         print("\ninterrupted: writing the sweep summary to the parent run", file=sys.stderr)
+    fail_dead_worker_trials(study, retry)
     report.close_orphan_runs(study)
     best = report.best_trials(study, spec)
     best_cfg = None
@@ -318,14 +370,14 @@ def main(argv: list[str] | None = None) -> int:
         best_cfg = compose_trial(spec, sample(fixed, spec.space, spec.fixed_values))
     report.finish_parent(study, spec, parent, best_cfg, interrupted=interrupted)
     summary(study, spec)
-    if guard is not None and guard.message:
+    if guard.message:
         print(f"\n{guard.message}", file=sys.stderr)
     print(f"\nParent run {parent} holds trials.csv, best_config.yaml and the plots.")
     if best_cfg is not None:
         folder = report.best_config_path(spec, best_cfg).parent.resolve()
         print(f"Re-run the best config: python -m lyricslab.run -cp {folder} -cn best_config")
     print("Compare the trials: make ui   (http://127.0.0.1:5000)")
-    return 130 if interrupted else (1 if guard is not None and guard.message else 0)
+    return 130 if interrupted else (1 if guard.message else 0)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ def ensure_parent(study: optuna.Study, spec: SweepSpec, tracking_cfg: Any) -> st
     run_id = study.user_attrs.get(PARENT_ATTR)
     if run_id:
         client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+        tag_pins(client, run_id, spec)
         return run_id
     run = client.create_run(experiment_id, run_name=f"sweep:{spec.study_name}",
                             tags={"sweep": spec.study_name, "lyricslab.role": "sweep-parent",
@@ -40,24 +41,36 @@ def ensure_parent(study: optuna.Study, spec: SweepSpec, tracking_cfg: Any) -> st
     for key, value in params.items():
         client.log_param(run_id, key, str(value)[:6000])
     client.log_artifact(run_id, str(spec.path))
-    space = {p.name: {"distribution": repr(p.distribution), "when": p.when} for p in spec.space}
+    space = {p.name: {"pinned": p.value} if p.pinned else {"distribution": repr(p.distribution)} for p in spec.space}
+    for p in spec.space:
+        space[p.name]["when"] = p.when
     client.log_dict(run_id, space, "search_space.json")
+    tag_pins(client, run_id, spec)
     return run_id
 
 
+def tag_pins(client: mlflow.MlflowClient, run_id: str, spec: SweepSpec) -> None:
+    """Searched keys pinned on the command line, as tags (a resume may pin differently; params cannot change)."""
+    for key, value in spec.pinned.items():
+        client.set_tag(run_id, f"pinned.{key}", str(value))
+
+
 def close_orphan_runs(study: optuna.Study) -> None:
-    """Trials failed by the heartbeat (their worker died) leave MLflow child runs RUNNING: end them."""
-    client = mlflow.MlflowClient()
+    """Trials failed because their worker died (seen by a parent, a resume or the heartbeat) leave
+    their MLflow child runs RUNNING: end them FAILED, with the reason."""
+    client = None
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
         run_id = trial.user_attrs.get(RUN_ATTR)
         if not run_id:
             continue
+        client = client or mlflow.MlflowClient()
         try:
             run = client.get_run(run_id)
         except mlflow.exceptions.MlflowException:
             continue
         if run.info.status == "RUNNING":
-            client.set_tag(run_id, "error", "worker died mid-trial (heartbeat lost); the trial was retried")
+            error = trial.user_attrs.get("error") or "worker died mid-trial (heartbeat lost)"
+            client.set_tag(run_id, "error", error[:5000])
             client.set_tag(run_id, "trial_state", "FAIL")
             client.set_terminated(run_id, status="FAILED")
 
@@ -170,6 +183,8 @@ def finish_parent(study: optuna.Study, spec: SweepSpec, run_id: str, best_config
             # Re-runs as one training: python -m lyricslab.run -cp <folder> -cn best_config
             text = OmegaConf.to_yaml(best_config, resolve=True)
             text += "hydra:\n  run:\n    dir: .\n  output_subdir: null\n"
+            # As conf/config.yaml: log to the console, not to a run.log in the current folder.
+            text += "defaults:\n  - _self_\n  - override hydra/job_logging: stdout\n"
             (out / "best_config.yaml").write_text(text)
             local = best_config_path(spec, best_config)
             local.parent.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,8 @@
         when: {model: [lstm, gru]}
 
 choice() -> categorical, interval() -> float (int() -> integer), tag(log, ...) -> log scale,
-range(a, b[, step]) -> categorical over the range.
+range(a, b[, step]) -> integer (or float) steps from a up to, not including, b: Hydra's meaning of
+range(), where the Hydra Optuna sweeper plugin includes b. shuffle(range(..)) -> categorical.
 """
 
 from __future__ import annotations
@@ -32,9 +33,15 @@ class Param:
     name: str
     distribution: optuna.distributions.BaseDistribution
     when: dict[str, list[Any]] = field(default_factory=dict)
+    pinned: bool = False  # set on the command line: not searched; its one value is the distribution's only choice
 
     def applies(self, chosen: Mapping[str, Any]) -> bool:
         return all(key in chosen and chosen[key] in allowed for key, allowed in self.when.items())
+
+    @property
+    def value(self) -> Any:
+        """A pinned parameter's value."""
+        return self.distribution.choices[0]
 
 
 _parser = OverridesParser.create()
@@ -47,7 +54,8 @@ def parse_value(text: str) -> Any:
 
 def to_distribution(name: str, text: str) -> optuna.distributions.BaseDistribution:
     try:
-        value = _parser.parse_override(f"{name}={text}").value()
+        override = _parser.parse_override(f"{name}={text}")
+        value = override.value()
     except HydraException as err:
         raise SpaceError(f"params.{name}: cannot parse {text!r} ({err}); use choice(...), interval(a, b), "
                          f"int(interval(a, b)) or tag(log, interval(a, b))") from None
@@ -56,10 +64,17 @@ def to_distribution(name: str, text: str) -> optuna.distributions.BaseDistributi
             raise SpaceError(f"params.{name}: choice() needs at least one value")
         return optuna.distributions.CategoricalDistribution(list(value.list))
     if isinstance(value, RangeSweep):
-        items = list(value.range()) if hasattr(value, "range") else list(range(value.start, value.stop, value.step))
+        items = list(override.sweep_iterator())  # Hydra's own expansion: the stop is excluded
         if not items:
-            raise SpaceError(f"params.{name}: range({value.start}, {value.stop}) is empty")
-        return optuna.distributions.CategoricalDistribution(items)
+            raise SpaceError(f"params.{name}: range({value.start}, {value.stop}, {value.step}) is empty")
+        if value.shuffle:  # asked to be unordered
+            return optuna.distributions.CategoricalDistribution(items)
+        # Ordered steps, not a categorical: TPE and CMA-ES can then use that 3 lies between 2 and 4.
+        step, low = abs(value.step), min(items)
+        if all(isinstance(v, int) for v in (value.start, value.stop, value.step)):
+            return optuna.distributions.IntDistribution(low, max(items), step=step)
+        high = round(low + step * (len(items) - 1), 12)  # from the count: no float drift in the last item
+        return optuna.distributions.FloatDistribution(float(low), high, step=float(step))
     if isinstance(value, IntervalSweep):
         lo, hi, log = value.start, value.end, "log" in value.tags
         if not lo < hi:
@@ -73,26 +88,56 @@ def to_distribution(name: str, text: str) -> optuna.distributions.BaseDistributi
                      f"or write choice({text})")
 
 
-def parse_space(params: Mapping[str, Any] | None) -> list[Param]:
-    """Ordered parameters; a condition may only name a parameter declared above it."""
+def parse_space(params: Mapping[str, Any] | None, fixed: Mapping[str, Any] | None = None,
+                pinned: Mapping[str, Any] | None = None) -> list[Param]:
+    """Ordered parameters; a condition may name a parameter declared above it or a fixed key.
+
+    `pinned` (command-line overrides of searched keys) take those keys out of the search: each
+    keeps its condition but always takes its one value. A condition on a fixed key, or on an
+    unconditionally pinned one, is settled here: the parameter is kept without it, or dropped.
+    """
     space: list[Param] = []
+    settled = dict(fixed or {})
+    pinned = dict(pinned or {})
     for name, spec in (params or {}).items():
+        name = str(name)
         when: dict[str, list[Any]] = {}
+        never = None
         if isinstance(spec, Mapping):
             if "space" not in spec:
                 raise SpaceError(f"params.{name}: a conditional parameter needs `space:` and `when:`")
             for parent, allowed in (spec.get("when") or {}).items():
-                if parent not in {p.name for p in space}:
-                    raise SpaceError(f"params.{name}: `when` names {parent!r}, which is not a parameter declared "
-                                     f"above it")
                 allowed = list(allowed) if isinstance(allowed, (list, tuple)) else [allowed]
-                parent_choices = getattr(next(p for p in space if p.name == parent).distribution, "choices", None)
+                above = next((p for p in space if p.name == parent), None)
+                if above is None and parent in settled:
+                    if settled[parent] not in allowed:
+                        never = f"only when {parent} is one of {allowed}, and {parent}={settled[parent]}"
+                    continue
+                if above is None:
+                    raise SpaceError(f"params.{name}: `when` names {parent!r}, which is not a parameter declared "
+                                     f"above it nor a fixed key")
+                parent_choices = grid_values(above.distribution)
                 if parent_choices is not None and not set(allowed) & set(parent_choices):
-                    raise SpaceError(f"params.{name}: `when: {parent}: {allowed}` can never hold; "
-                                     f"{parent} takes {list(parent_choices)}")
+                    if not above.pinned:
+                        raise SpaceError(f"params.{name}: `when: {parent}: {allowed}` can never hold; "
+                                         f"{parent} takes {list(parent_choices)}")
+                    never = f"only when {parent} is one of {allowed}, and {parent}={above.value}"
                 when[parent] = allowed
             spec = spec["space"]
-        space.append(Param(str(name), to_distribution(str(name), str(spec)), when))
+        if never is not None:
+            if name in pinned:
+                raise SpaceError(f"{name}={pinned[name]} is never used: the sweep sets {name} {never}; "
+                                 f"drop one of the two overrides")
+            continue  # cannot apply with these fixed values: nothing to search
+        if name in pinned:
+            value = pinned[name]
+            if value is not None and not isinstance(value, (bool, int, float, str)):
+                raise SpaceError(f"{name}={value!r}: a searched key can only be pinned to a single value")
+            space.append(Param(name, optuna.distributions.CategoricalDistribution([value]), when, pinned=True))
+            if not when:
+                settled[name] = value
+            continue
+        space.append(Param(name, to_distribution(name, str(spec)), when))
     return space
 
 
@@ -104,13 +149,24 @@ def suggest(trial: optuna.trial.BaseTrial, name: str, dist: optuna.distributions
     return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
 
 
+def grid_values(dist: optuna.distributions.BaseDistribution) -> list[Any] | None:
+    """Every value of a choice() or range() parameter, for the grid sampler; None for a continuous one."""
+    if isinstance(dist, optuna.distributions.CategoricalDistribution):
+        return list(dist.choices)
+    if dist.step is None or dist.log:
+        return None
+    count = int(round((dist.high - dist.low) / dist.step)) + 1
+    return [dist.low + i * dist.step if isinstance(dist.low, int) else round(dist.low + i * dist.step, 12)
+            for i in range(count)]
+
+
 def sample(trial: optuna.trial.BaseTrial, space: list[Param], fixed: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Sample the parameters that apply to this trial, in order (parents before children)."""
     chosen: dict[str, Any] = dict(fixed or {})
     values: dict[str, Any] = {}
     for param in space:
         if param.applies(chosen):
-            values[param.name] = suggest(trial, param.name, param.distribution)
+            values[param.name] = param.value if param.pinned else suggest(trial, param.name, param.distribution)
             chosen[param.name] = values[param.name]
     return values
 

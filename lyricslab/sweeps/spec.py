@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
+from lyricslab.sweeps import objectives as objective_names
 from lyricslab.sweeps.space import Param, SpaceError, group_options, parse_space, parse_value, to_overrides
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -15,13 +17,17 @@ SWEEPS_DIR = ROOT / "sweeps"
 CONF_DIR = ROOT / "conf"
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "nsga2")
 PRUNERS = ("median", "hyperband", "none")
-PER_EPOCH_METRICS = ("val_bpc", "val_loss", "val_nll", "val_perplexity", "val_accuracy", "val_top5_accuracy")
 
 
 @dataclass
 class Objective:
     metric: str
     direction: str = "minimize"
+
+    @property
+    def per_epoch(self) -> str | None:
+        """The per-epoch log a pruner watches for this objective."""
+        return objective_names.per_epoch_name(self.metric)
 
 
 @dataclass
@@ -40,6 +46,7 @@ class SweepSpec:
     max_failed_share: float = 0.5
     storage: str | None = None
     heartbeat: dict[str, Any] = field(default_factory=lambda: {"interval": 10, "grace": 60, "max_retry": 2})
+    pinned: dict[str, Any] = field(default_factory=dict)  # command-line overrides of searched keys
 
     @property
     def multi_objective(self) -> bool:
@@ -67,22 +74,50 @@ def sweep_path(name: str) -> Path:
 
 
 def _objectives(raw: Any) -> list[Objective]:
+    """`[val_bpc, train_seconds:minimize]` or `[{metric: .., direction: ..}]`; directions inferred and checked."""
     items = raw if isinstance(raw, list) else [raw]
     out = []
     for item in items:
         if isinstance(item, str):
             metric, _, direction = item.partition(":")
-            out.append(Objective(metric.strip(), (direction or "minimize").strip()))
+        elif isinstance(item, dict) and "metric" in item:
+            metric, direction = str(item["metric"]), item.get("direction")
         else:
-            out.append(Objective(str(item["metric"]), str(item.get("direction", "minimize"))))
-    for o in out:
-        if o.direction not in ("minimize", "maximize"):
-            raise SpaceError(f"objective {o.metric}: direction must be minimize or maximize, not {o.direction!r}")
+            raise SpaceError(f"objectives: {item!r} is neither `metric[:direction]` nor {{metric: .., direction: ..}}")
+        metric, direction = metric.strip(), (str(direction).strip() or None) if direction else None
+        if not metric:
+            raise SpaceError("objectives: empty objective name")
+        try:
+            out.append(Objective(metric, objective_names.check(metric, direction)))
+        except objective_names.ObjectiveError as err:
+            raise SpaceError(str(err)) from None
+    if not out:
+        raise SpaceError("objectives: name at least one metric, e.g. [val_bpc]")
+    if len({o.metric for o in out}) < len(out):
+        raise SpaceError(f"objectives: {[o.metric for o in out]} names a metric twice")
     return out
 
 
+def split_pins(params: dict[str, Any], extra_fixed: list[str]) -> tuple[list[str], dict[str, Any]]:
+    """Command-line overrides of searched keys pin them (key -> value); the rest stay fixed overrides.
+
+    Applying them as fixed overrides would not work: the trial's sampled value comes later and
+    wins, and a key that exists only under a condition (model.units, for RNNs) breaks the
+    trials where the condition does not hold.
+    """
+    fixed, pinned = [], {}
+    for item in extra_fixed:
+        key, eq, value = item.partition("=")
+        if eq and key.lstrip("+") in params and not key.startswith("~"):
+            pinned[key.lstrip("+")] = parse_value(value) if value else None
+        else:
+            fixed.append(item)
+    return fixed, pinned
+
+
 def load_spec(name: str, overrides: dict[str, Any] | None = None, extra_fixed: list[str] | None = None) -> SweepSpec:
-    """Read a sweep file; `overrides` replace its top-level keys (n_trials=.., storage=..)."""
+    """Read a sweep file; `overrides` replace its top-level keys (n_trials=.., storage=..); `extra_fixed`
+    (command-line Hydra overrides) apply to every trial, and pin the keys the sweep searches."""
     path = sweep_path(name)
     raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True) or {}
     raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
@@ -90,19 +125,24 @@ def load_spec(name: str, overrides: dict[str, Any] | None = None, extra_fixed: l
                           "max_failed_share", "storage", "heartbeat"}
     if unknown:
         raise SpaceError(f"{path.name}: unknown keys {sorted(unknown)}")
+    params = dict(raw.get("params") or {})
+    extra_fixed, pinned = split_pins(params, list(extra_fixed or []))
     spec = SweepSpec(
         name=path.stem, path=path, study_name=str(raw.get("study_name") or path.stem),
         n_trials=int(raw.get("n_trials", 10)), timeout=raw.get("timeout"),
         objectives=_objectives(raw.get("objectives", ["val_bpc"])),
         sampler=dict(raw.get("sampler") or {"name": "tpe", "seed": 42}),
         pruner=dict(raw.get("pruner") or {"name": "median"}),
-        fixed=[*(raw.get("fixed") or []), *(extra_fixed or [])], params=dict(raw.get("params") or {}),
+        fixed=[*(raw.get("fixed") or []), *extra_fixed], params=params, pinned=pinned,
         max_failed_share=float(raw.get("max_failed_share", 0.5)), storage=raw.get("storage"),
         heartbeat={"interval": 10, "grace": 60, "max_retry": 2, **(raw.get("heartbeat") or {})},
     )
-    spec.space = parse_space(spec.params)
+    spec.space = parse_space(spec.params, spec.fixed_values, spec.pinned)
     if spec.sampler.get("name") not in SAMPLERS:
         raise SpaceError(f"{path.name}: sampler.name must be one of {SAMPLERS}, not {spec.sampler.get('name')!r}")
+    if spec.sampler.get("name") == "cmaes" and importlib.util.find_spec("cmaes") is None:
+        # Optuna imports it only when the first CMA-ES trial starts: every trial would fail instead.
+        raise SpaceError(f"{path.name}: sampler cmaes needs the cmaes package (pip install cmaes, or make install)")
     if spec.pruner.get("name") not in PRUNERS:
         raise SpaceError(f"{path.name}: pruner.name must be one of {PRUNERS}, not {spec.pruner.get('name')!r}")
     if spec.n_trials < 1:
@@ -124,9 +164,6 @@ def validate(spec: SweepSpec) -> None:
             compose("config", overrides=spec.fixed)
         except HydraException as err:
             raise SpaceError(f"{spec.path.name}: fixed overrides do not compose: {err}".splitlines()[0]) from None
-        for obj in spec.objectives:
-            if not obj.metric:
-                raise SpaceError(f"{spec.path.name}: empty objective name")
         for param in spec.space:
             choices = getattr(param.distribution, "choices", None)
             options = group_options(CONF_DIR, param.name)
@@ -136,7 +173,8 @@ def validate(spec: SweepSpec) -> None:
                     raise SpaceError(f"params.{param.name}: unknown option(s) {bad}; {param.name} has {options}")
                 continue
             # A representative assignment in which this parameter applies.
-            assignment = {parent: allowed[0] for parent, allowed in param.when.items()}
+            pins = {p.name: p.value for p in spec.space if p.pinned}
+            assignment = {parent: pins.get(parent, allowed[0]) for parent, allowed in param.when.items()}
             value = choices[0] if choices is not None else getattr(param.distribution, "low")
             assignment[param.name] = value
             try:
@@ -145,7 +183,8 @@ def validate(spec: SweepSpec) -> None:
                 where = f" (when {param.when})" if param.when else ""
                 raise SpaceError(f"params.{param.name}{where}: not a key of the composed config; check the name "
                                  f"({str(err).splitlines()[0]})") from None
-        if not spec.multi_objective and spec.objectives[0].metric not in PER_EPOCH_METRICS \
+        if not spec.multi_objective and objective_names.per_epoch_name(spec.objectives[0].metric) is None \
                 and spec.pruner.get("name") != "none":
-            raise SpaceError(f"{spec.path.name}: pruning needs a per-epoch objective ({', '.join(PER_EPOCH_METRICS)}); "
+            raise SpaceError(f"{spec.path.name}: pruning needs a per-epoch objective "
+                             f"({', '.join(objective_names.PER_EPOCH)}, or their best_ forms); "
                              f"set pruner.name: none for {spec.objectives[0].metric}")

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import optuna
-from optuna.storages import JournalStorage, RetryHeartbeatStaleTrialCallback
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.storages import JournalStorage
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
@@ -28,7 +29,10 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
         self.interval, self.grace, self.stale_callback = interval, grace, stale_callback
 
     def record_heartbeat(self, trial_id: int) -> None:
-        self.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
+        try:
+            self.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
+        except UpdateFinishedTrialError:  # another process already failed this trial: nothing left to beat for
+            pass
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         now = time.time()
@@ -48,12 +52,28 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
         return self.stale_callback
 
 
-def make_storage(url: str | None, study_name: str, root: Path, heartbeat: dict[str, Any]) -> Any:
-    """`None`/`journal` -> mlruns/optuna/<study>.log; `journal:PATH`; or an RDB URL (sqlite, postgresql, ...)."""
-    retry = RetryHeartbeatStaleTrialCallback(max_retry=int(heartbeat.get("max_retry", 2)))
-    interval, grace = int(heartbeat.get("interval", 10)), int(heartbeat.get("grace", 60))
+def journal_path(url: str | None, study_name: str, root: Path) -> Path | None:
+    """The journal file of a journal storage (None for an RDB URL)."""
     if not url or url == "journal" or url.startswith("journal:"):
-        path = Path(url.split(":", 1)[1]) if url and ":" in url else root / "optuna" / f"{study_name}.log"
+        return Path(url.split(":", 1)[1]) if url and ":" in url else root / "optuna" / f"{study_name}.log"
+    return None
+
+
+def trials_lock_path(url: str | None, study_name: str, root: Path) -> Path:
+    """The lock file the workers of this host share to hand out trials (see budget.py)."""
+    journal = journal_path(url, study_name, root)
+    return Path(f"{journal}.trials.lock") if journal else root / "optuna" / f"{study_name}.trials.lock"
+
+
+def make_storage(url: str | None, study_name: str, root: Path, heartbeat: dict[str, Any],
+                 retry: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None) -> Any:
+    """`None`/`journal` -> mlruns/optuna/<study>.log; `journal:PATH`; or an RDB URL (sqlite, postgresql, ...).
+
+    `retry` is called with each trial the heartbeat fails (it re-queues the trial).
+    """
+    interval, grace = int(heartbeat.get("interval", 10)), int(heartbeat.get("grace", 60))
+    path = journal_path(url, study_name, root)
+    if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         return HeartbeatJournalStorage(path, interval, grace, retry)
     return optuna.storages.RDBStorage(url, heartbeat_interval=interval, grace_period=grace,
