@@ -170,7 +170,7 @@ def objective_factory(spec, parent_run_id: str, worker: int = 0):
     from lyricslab.sweeps.workers import record_worker
     from lyricslab.train import train
 
-    monitor = spec.objectives[0].per_epoch  # val_loss for a best_val_loss objective
+    monitor = spec.objectives[0].per_epoch  # val_nll for a best_val_nll objective
 
     def objective(trial: optuna.Trial):
         record_worker(trial, worker)
@@ -376,7 +376,11 @@ def main(argv: list[str] | None = None) -> int:
     if best_cfg is not None:
         folder = report.best_config_path(spec, best_cfg).parent.resolve()
         print(f"Re-run the best config: python -m lyricslab.run -cp {folder} -cn best_config")
-    print("Compare the trials: make ui   (http://127.0.0.1:5000)")
+    from lyricslab.tracking import ui_hint
+
+    import mlflow
+
+    print(ui_hint(str(base_cfg.tracking.uri), mlflow.get_run(parent).info.experiment_id))
     return 130 if interrupted else (1 if guard.message else 0)
 
 

@@ -35,18 +35,18 @@ def test_bad_objectives_fail_before_any_trial_with_one_line(tmp_path, capsys, te
 
 
 def test_the_command_line_reports_a_test_objective_in_one_line(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "lyricslab.sweep", sweep_file(tmp_path, "[test_loss]")], cwd=ROOT,
+    out = subprocess.run([sys.executable, "-m", "lyricslab.sweep", sweep_file(tmp_path, "[test_nll]")], cwd=ROOT,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 2
     lines = [line for line in out.stderr.splitlines() if line.startswith("error") or "Traceback" in line]
-    assert lines == ["error: objective test_loss would select models on the test split; use val_loss "
+    assert lines == ["error: objective test_nll would select models on the test split; use val_nll "
                      "(the validation split) instead"]
 
 
 @pytest.mark.parametrize("text,expected,watched", [
     ("[val_bpc]", [("val_bpc", "minimize")], "val_bpc"),
     ("[best_val_bpc]", [("best_val_bpc", "minimize")], "val_bpc"),
-    ("[val_loss]", [("val_loss", "minimize")], "val_loss"),
+    ("[val_nll]", [("val_nll", "minimize")], "val_nll"),
     ("[val_accuracy]", [("val_accuracy", "maximize")], "val_accuracy"),
     ("[best_val_top5_accuracy]", [("best_val_top5_accuracy", "maximize")], "val_top5_accuracy"),
     ("[{metric: distinct_2}, rhyme_density:maximize]", [("distinct_2", "maximize"), ("rhyme_density", "maximize")],
@@ -61,7 +61,7 @@ def test_directions_are_inferred_and_pruning_watches_the_per_epoch_log(tmp_path,
 def test_an_objective_reads_val_and_best_val_as_one_metric():
     assert objectives.value("val_bpc", {"best_val_bpc": 2.0}) == 2.0
     assert objectives.value("best_val_bpc", {"val_bpc": 3.0}) == 3.0
-    assert objectives.value("val_loss", {"best_val_loss": 1.5, "val_loss": 9.0}) == 9.0
+    assert objectives.value("val_nll", {"best_val_nll": 1.5, "val_nll": 9.0}) == 9.0
     with pytest.raises(KeyError, match="val_nll"):
         objectives.value("val_nll", {"val_bpc": 1.0})
 

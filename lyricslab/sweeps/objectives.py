@@ -12,11 +12,11 @@ MIN, MAX = "minimize", "maximize"
 
 # What the per-epoch Keras logs carry (compile_model's metrics plus callbacks.DerivedMetrics):
 # the names a pruner can watch epoch by epoch.
-PER_EPOCH = ("val_bpc", "val_loss", "val_nll", "val_perplexity", "val_accuracy", "val_top5_accuracy")
+PER_EPOCH = ("val_bpc", "val_nll", "val_perplexity", "val_accuracy", "val_top5_accuracy")
 
 # The best (restored) epoch's validation metrics, returned as best_<name>; <name> is accepted too
 # and means the same value (train() also returns val_bpc itself).
-BEST_EPOCH = {"val_bpc": MIN, "val_loss": MIN, "val_perplexity": MIN, "val_accuracy": MAX, "val_top5_accuracy": MAX}
+BEST_EPOCH = {"val_bpc": MIN, "val_nll": MIN, "val_perplexity": MIN, "val_accuracy": MAX, "val_top5_accuracy": MAX}
 
 OBJECTIVES: dict[str, str | None] = {
     **BEST_EPOCH,
@@ -30,7 +30,7 @@ OBJECTIVES: dict[str, str | None] = {
 }
 
 # Test-split metrics train() also returns; choosing models by them would leak the test split.
-TEST_TO_VAL = {"test_bpc": "val_bpc", "test_loss": "val_loss", "test_perplexity": "val_perplexity",
+TEST_TO_VAL = {"test_bpc": "val_bpc", "test_nll": "val_nll", "test_perplexity": "val_perplexity",
                "test_accuracy": "val_accuracy"}
 
 
@@ -63,7 +63,7 @@ def check(metric: str, direction: str | None) -> str:
 
 
 def per_epoch_name(metric: str) -> str | None:
-    """The per-epoch log a pruner watches for this objective (val_loss for best_val_loss), if any."""
+    """The per-epoch log a pruner watches for this objective (val_nll for best_val_nll), if any."""
     name = metric.removeprefix("best_")
     return name if name in PER_EPOCH else None
 
