@@ -376,9 +376,9 @@ def main(argv: list[str] | None = None) -> int:
     if best_cfg is not None:
         folder = report.best_config_path(spec, best_cfg).parent.resolve()
         print(f"Re-run the best config: python -m lyricslab.run -cp {folder} -cn best_config")
-    from lyricslab.tracking import ui_hint
-
     import mlflow
+
+    from lyricslab.tracking import ui_hint
 
     print(ui_hint(str(base_cfg.tracking.uri), mlflow.get_run(parent).info.experiment_id))
     return 130 if interrupted else (1 if guard.message else 0)
