@@ -50,7 +50,8 @@ def parse_args(argv: list[str]) -> tuple[str, int, int | None, dict[str, Any], l
     return sweep, workers, worker, spec_over, hydra_over
 
 
-def load(sweep: str, spec_over: dict[str, Any], hydra_over: list[str]):
+def load(sweep: str, spec_over: dict[str, Any], hydra_over: list[str], check: bool = True):
+    """The sweep spec; `check` composes the space against the configs (a worker skips it: its parent did)."""
     from lyricslab.sweeps.spec import load_spec, validate
 
     nested = {k: v for k, v in spec_over.items() if isinstance(v, dict)}
@@ -58,7 +59,8 @@ def load(sweep: str, spec_over: dict[str, Any], hydra_over: list[str]):
     spec = load_spec(sweep, flat, extra_fixed=hydra_over)
     for head, values in nested.items():
         getattr(spec, head).update(values)
-    validate(spec)
+    if check:
+        validate(spec)
     return spec
 
 
@@ -311,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         sweep, workers, worker, spec_over, hydra_over = parse_args(argv)
-        spec = load(sweep, spec_over, hydra_over)
+        spec = load(sweep, spec_over, hydra_over, check=worker is None)
     except SpaceError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

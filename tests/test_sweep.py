@@ -25,7 +25,7 @@ study_name: {name}
 n_trials: {n}
 sampler: {{name: {sampler}, seed: 3}}
 pruner: {{name: {pruner}, n_startup_trials: 1, n_warmup_steps: 0}}
-heartbeat: {{interval: 1, grace: 60, max_retry: 2}}
+heartbeat: {{interval: 5, grace: 60, max_retry: 2}}
 fixed: [{fixed}]
 params:
 {params}"""
@@ -82,36 +82,64 @@ def split(all_runs):
     return parents, children
 
 
-def test_three_trial_sweep_logs_parent_children_and_a_rerunnable_best_config(tmp_path, monkeypatch):
+def test_a_study_over_two_runs_logs_prunes_resumes_registers_and_reruns_its_best(tmp_path, monkeypatch, capsys):
+    """One study, two sweep runs (a resume), real training; checked from every side."""
     import lyricslab.train
+    from lyricslab import generate
 
     returned, real_train = [], lyricslab.train.train
     monkeypatch.setattr(lyricslab.train, "train", lambda *a, **k: returned.append(real_train(*a, **k)) or returned[-1])
-    assert sweep.main(setup_sweep(tmp_path)) == 0
+    args = setup_sweep(tmp_path, n=1, pruner="median", params="  optimizer.learning_rate: choice(0.01, 1e-9)\n")
+    study = sweep.open_study(sweep.load(*[sweep.parse_args(args)[i] for i in (0, 3, 4)]))
+    study.enqueue_trial({"optimizer.learning_rate": 1e-9})  # cannot move the weights: a poor first "best"
+    assert sweep.main(args) == 0
+    client = mlflow.MlflowClient()
+    first = client.get_model_version_by_alias("lyricslab-t", "best")
+    study.enqueue_trial({"optimizer.learning_rate": 0.01})  # learns: the new best
+    study.enqueue_trial({"optimizer.learning_rate": 1e-9})  # below the median after epoch 1: pruned
+    assert sweep.main([*args, "n_trials=3"]) == 0
+
+    study = study_of(tmp_path)
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE", "PRUNED"]
     parents, children = split(runs(tmp_path))
     assert len(parents) == 1 and len(children) == 3
     parent = parents[0]
-    assert parent.info.status == "FINISHED" and parent.data.metrics["trials_complete"] == 3
+    assert parent.info.status == "FINISHED" and parent.data.metrics["trials_complete"] == 2
+    assert parent.data.metrics["trials_pruned"] == 1
     assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
-    study = study_of(tmp_path)
-    by_number = {t.number: t for t in study.trials}
-    for child in children:
-        trial = by_number[int(child.data.tags["trial"])]
-        assert child.info.status == "FINISHED" and trial.state.name == child.data.tags["trial_state"] == "COMPLETE"
-        assert trial.user_attrs["mlflow_run_id"] == child.info.run_id
-        assert child.data.metrics["best_val_bpc"] == pytest.approx(trial.value)
-    client = mlflow.MlflowClient()
+    by_run = {c.info.run_id: c for c in children}
+    for trial in study.trials:
+        child = by_run[trial.user_attrs["mlflow_run_id"]]
+        assert child.data.tags["trial"] == str(trial.number) and child.data.tags["trial_state"] == trial.state.name
+        if trial.state.name == "COMPLETE":
+            assert child.info.status == "FINISHED" and child.data.metrics["best_val_bpc"] == pytest.approx(trial.value)
+    pruned = by_run[study.trials[2].user_attrs["mlflow_run_id"]]
+    assert pruned.info.status == "KILLED" and pruned.data.tags["pruned"] == "true"
+    assert len(client.get_metric_history(pruned.info.run_id, "val_bpc")) == int(pruned.data.tags["pruned_at_epoch"]) == 1
+
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"trials.csv", "best_config.yaml", "search_space.json", "optimization_history.html",
-            "optimization_history.png", "t.yaml"} <= artifacts
+            "optimization_history.png", "intermediate_values.png", "t.yaml"} <= artifacts
     assert parent.data.metrics["best_val_bpc"] == pytest.approx(study.best_value)
+
     # The objective table (no TensorFlow needed to read it) matches what train() really returns and logs.
-    assert len(returned) == 3
+    assert len(returned) == 2  # the pruned trial returns nothing
     for metrics in returned:
         assert all(isinstance(objectives.value(name, metrics), float) for name in objectives.OBJECTIVES)
         assert set(objectives.TEST_TO_VAL) <= set(metrics)
-    assert set(objectives.PER_EPOCH) <= set(children[0].data.metrics)  # the per-epoch logs, as MLflow got them
+    assert set(objectives.PER_EPOCH) <= set(by_run[study.best_trial.user_attrs["mlflow_run_id"]].data.metrics)
 
+    # The registry's `best` alias moved to the better trial of the resume; generate finds it both ways.
+    moved = client.get_model_version_by_alias("lyricslab-t", "best")
+    assert int(moved.version) == int(first.version) + 1
+    assert moved.run_id == study.best_trial.user_attrs["mlflow_run_id"] != first.run_id
+    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    capsys.readouterr()
+    assert generate.main(["model_uri=models:/lyricslab-t@best", f"tracking_uri={uri}", "max_tokens=10"]) == 0
+    assert generate.main(["sweep=t", f"tracking_uri={uri}", "max_tokens=10"]) == 0
+    assert capsys.readouterr().out.count("=== song 1") == 2
+
+    # best_config.yaml re-runs as one training of the best trial's configuration.
     folder = client.download_artifacts(parent.info.run_id, "best_config.yaml", str(tmp_path / "best"))
     out = subprocess.run([sys.executable, "-m", "lyricslab.run", "-cp", str(Path(folder).parent), "-cn",
                           "best_config"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
@@ -120,23 +148,7 @@ def test_three_trial_sweep_logs_parent_children_and_a_rerunnable_best_config(tmp
     assert not (tmp_path / "run.log").exists()  # logs go to the console, as for any run
     rerun = [r for r in runs(tmp_path) if "mlflow.parentRunId" not in r.data.tags
              and r.data.tags.get("lyricslab.role") != "sweep-parent"]
-    assert len(rerun) == 1 and rerun[0].data.params["model.name"] == study.best_params["model"]
-
-
-def test_pruned_trial_ends_killed_with_its_curve(tmp_path, no_plots):
-    args = setup_sweep(tmp_path, n=2, pruner="median", extra=["trainer.epochs=3"],
-                       params="  optimizer.learning_rate: choice(0.01, 1e-9)\n")
-    study = sweep.open_study(sweep.load(*[sweep.parse_args(args)[i] for i in (0, 3, 4)]))
-    study.enqueue_trial({"optimizer.learning_rate": 0.01})  # learns: sets the median
-    study.enqueue_trial({"optimizer.learning_rate": 1e-9})  # cannot move the weights: pruned after epoch 1
-    assert sweep.main(args) == 0
-    _, children = split(runs(tmp_path))
-    assert sorted(c.data.tags["trial_state"] for c in children) == ["COMPLETE", "PRUNED"]
-    run = next(c for c in children if c.data.tags["trial_state"] == "PRUNED")
-    assert run.info.status == "KILLED" and run.data.tags["pruned"] == "true"
-    history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "val_bpc")
-    assert len(history) == int(run.data.tags["pruned_at_epoch"]) == 1
-    assert study_of(tmp_path).trials[1].state == optuna.trial.TrialState.PRUNED
+    assert len(rerun) == 1 and float(rerun[0].data.params["optimizer.learning_rate"]) == 0.01
 
 
 def test_too_many_failures_stop_the_sweep_with_a_reason(tmp_path, capsys, no_plots):
@@ -153,32 +165,23 @@ def sweep_cmd(args):
     return [sys.executable, "-m", "lyricslab.sweep", *args]
 
 
-def test_two_workers_share_one_study_and_draw_different_trials(tmp_path):
-    args = setup_sweep(tmp_path, n=2, sampler="tpe")  # TPE's random start-up trials, one seed per worker
-    out = subprocess.run(sweep_cmd([*args, "workers=2"]), cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "Traceback" not in out.stderr and "locked" not in out.stderr
-    study = study_of(tmp_path)
-    # Exactly n_trials: no worker starts a trial past the total (Optuna's own check runs after a trial).
-    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 2
-    # Workers seeded alike would propose the same configurations in pairs.
-    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == len(study.trials)
-    assert {t.user_attrs["worker"] for t in study.trials} == {0, 1}
-    assert len({t.user_attrs["worker_pid"] for t in study.trials}) == 2
-    parents, children = split(runs(tmp_path))
-    assert len(parents) == 1 and len(children) == len(study.trials)
-    assert len({c.data.tags["trial"] for c in children}) == len(children)
-    assert all(c.info.status == "FINISHED" for c in children)
+_watched: dict[Path, optuna.Study] = {}
 
 
 def trials_now(tmp_path, name="t"):
-    """The study's trials as another process sees them right now (none before the study exists)."""
-    if not (tmp_path / "optuna" / f"{name}.log").exists():
-        return []
-    try:
-        return study_of(tmp_path, name).trials
-    except KeyError:  # the journal exists but the study is not created yet
-        return []
+    """The study's trials as another process sees them right now (none before the study exists).
+
+    One storage per journal, so each look reads only what was appended since the last one.
+    """
+    path = tmp_path / "optuna" / f"{name}.log"
+    if path not in _watched:
+        if not path.exists():
+            return []
+        try:
+            _watched[path] = study_of(tmp_path, name)
+        except KeyError:  # the journal exists but the study is not created yet
+            return []
+    return _watched[path].get_trials(deepcopy=False)
 
 
 def wait_for(condition, seconds=300, what="the condition"):
@@ -187,7 +190,7 @@ def wait_for(condition, seconds=300, what="the condition"):
         value = condition()
         if value:
             return value
-        time.sleep(0.2)
+        time.sleep(0.3)
     pytest.fail(f"timed out after {seconds}s waiting for {what}")
 
 
@@ -196,36 +199,9 @@ def started(trial) -> bool:
     return trial.state.name == "RUNNING" and "mlflow_run_id" in trial.user_attrs
 
 
-def test_resume_fails_and_retries_the_trial_of_a_killed_sweep_at_once(tmp_path, no_plots):
-    args = setup_sweep(tmp_path, n=1)
-    slow = subprocess.Popen(sweep_cmd([*args, "trainer.epochs=200", "trainer.steps_per_epoch=null"]), cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for(lambda: [t for t in trials_now(tmp_path) if started(t)], what="the first trial to start")
-    finally:
-        os.kill(slow.pid, signal.SIGKILL)
-        slow.wait()
-    assert study_of(tmp_path).trials[0].state.name == "RUNNING"
-    # No waiting for the heartbeat's grace (60 s here): the recorded worker pid is gone.
-    assert sweep.main(args) == 0
-    trials = study_of(tmp_path).trials
-    assert trials[0].state.name == "FAIL" and "died mid-trial" in trials[0].user_attrs["error"]
-    assert trials[1].state.name == "COMPLETE" and trials[1].system_attrs["failed_trial"] == 0
-    assert trials[1].params == trials[0].params
-    assert trials[1].user_attrs["worker_pid"] == os.getpid() != trials[0].user_attrs["worker_pid"]
-    all_runs = runs(tmp_path)
-    assert not [r for r in all_runs if r.info.status == "RUNNING"]
-    dead = next(r for r in all_runs if r.info.run_id == trials[0].user_attrs["mlflow_run_id"])
-    assert dead.info.status == "FAILED" and "died mid-trial" in dead.data.tags["error"]
-    # The resume added to the same study and the same parent run.
-    parents, children = split(all_runs)
-    assert len(parents) == 1 and len(children) == 2 == len(trials)
-    assert parents[0].info.status == "FINISHED" and parents[0].data.metrics["trials_complete"] == 1
-    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
-
-
-def test_killed_workers_are_replaced_and_their_trials_retried(tmp_path):
-    args = setup_sweep(tmp_path, n=2)
+def test_two_workers_draw_distinct_trials_stop_at_n_trials_and_outlive_three_kills(tmp_path):
+    """workers=2 on one study: kill -9 a worker mid-trial three times; the sweep still finishes."""
+    args = setup_sweep(tmp_path, n=2, sampler="tpe")  # TPE's random start-up trials: one seed per worker
     with open(tmp_path / "sweep.err", "w") as err:
         proc = subprocess.Popen(sweep_cmd([*args, "workers=2"]), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
     killed: dict[int, int] = {}  # trial number -> pid of the worker killed while running it
@@ -251,25 +227,63 @@ def test_killed_workers_are_replaced_and_their_trials_retried(tmp_path):
         if proc.poll() is None:
             proc.kill()
     stderr = (tmp_path / "sweep.err").read_text()
-    assert stderr.count("killed by SIGKILL") == 3 and "Traceback" not in stderr
+    assert stderr.count("killed by SIGKILL") == 3 and "Traceback" not in stderr and "locked" not in stderr
     trials = study_of(tmp_path).trials
     states = [t.state.name for t in trials]
-    assert "RUNNING" not in states and states.count("COMPLETE") + states.count("PRUNED") == 2
+    # Exactly n_trials: only the killed trials come on top (Optuna's own check runs after a trial,
+    # so each extra worker used to start one more).
+    assert states.count("COMPLETE") == 2 and states.count("FAIL") == 3 and len(trials) == 2 + 3
     assert complete_before <= {t.number for t in trials if t.state.name == "COMPLETE"}
+    # Workers seeded alike proposed the same configurations in pairs; retries repeat on purpose.
+    fresh = [tuple(sorted(t.params.items())) for t in trials if "failed_trial" not in t.system_attrs]
+    assert len(set(fresh)) == len(fresh) >= 2
+    assert {0, 1} <= {t.user_attrs["worker"] for t in trials}  # both workers ran trials
+    assert {t.user_attrs["worker"] for t in trials if t.state.name == "COMPLETE"} - {0, 1}  # and replacements
     for number in killed:
         assert trials[number].state.name == "FAIL" and trials[number].user_attrs["worker_died"]
     first = min(killed)
     retry = next(t for t in trials if first in t.system_attrs.get("retry_history", []))
     assert retry.params == trials[first].params
-    assert max(t.user_attrs.get("worker", 0) for t in trials) >= 2  # replacement workers ran trials
     parents, children = split(runs(tmp_path))
-    assert parents[0].info.status == "FINISHED" and not [r for r in children if r.info.status == "RUNNING"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     by_run = {t.user_attrs.get("mlflow_run_id"): t for t in trials}
+    assert len(children) == len(trials) and set(by_run) == {c.info.run_id for c in children}
     for child in children:
         trial = by_run[child.info.run_id]
-        expected = {"COMPLETE": "FINISHED", "FAIL": "FAILED", "PRUNED": "KILLED"}[trial.state.name]
+        expected = {"COMPLETE": "FINISHED", "FAIL": "FAILED"}[trial.state.name]
         assert child.info.status == expected, (trial.number, trial.state.name)
-    assert {trials[n].user_attrs["mlflow_run_id"] for n in killed} <= set(by_run)
+        assert child.data.tags["trial"] == str(trial.number)
+
+
+def test_a_resume_fails_and_requeues_the_trial_of_a_dead_worker_even_when_n_trials_is_reached(tmp_path, no_plots):
+    """What kill -9 of a one-process sweep leaves behind: a RUNNING trial of a gone pid, its MLflow run RUNNING."""
+    from lyricslab.sweeps.workers import HOST
+
+    args = setup_sweep(tmp_path, n=1, params="  optimizer.learning_rate: choice(0.01, 0.003)\n")
+    study = sweep.open_study(sweep.load(*[sweep.parse_args(args)[i] for i in (0, 3, 4)]))
+    dist = {"optimizer.learning_rate": optuna.distributions.CategoricalDistribution([0.01, 0.003])}
+    study.add_trial(optuna.trial.create_trial(params={"optimizer.learning_rate": 0.01}, distributions=dist, value=3.0))
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    trial = study.ask(dist)
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    experiment = client.create_experiment("sweeps", artifact_location=(tmp_path / "mlruns" / "art").as_uri())
+    run = client.create_run(experiment, tags={"trial": str(trial.number)})
+    for key, value in {"worker": 0, "worker_pid": gone.pid, "worker_host": HOST, "mlflow_run_id": run.info.run_id}.items():
+        trial.set_user_attr(key, value)
+
+    assert sweep.main(args) == 0  # n_trials=1 is already reached: the resume still cleans up
+    trials = study_of(tmp_path).trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "WAITING"]
+    assert "died mid-trial" in trials[1].user_attrs["error"] and trials[2].params == trials[1].params
+    dead = client.get_run(run.info.run_id)
+    assert dead.info.status == "FAILED" and "died mid-trial" in dead.data.tags["error"]
+    # No waiting for the heartbeat's grace (60 s here): the recorded worker pid is gone.
+    assert sweep.main([*args, "n_trials=2"]) == 0  # the re-queued trial runs first
+    trials = study_of(tmp_path).trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "COMPLETE"]
+    assert trials[2].system_attrs["failed_trial"] == 1 and trials[2].user_attrs["worker_pid"] == os.getpid()
+    assert not [r for r in runs(tmp_path) if r.info.status == "RUNNING"]
 
 
 def test_heartbeat_fails_a_silent_trial_on_another_host_and_requeues_it(tmp_path):
@@ -311,23 +325,3 @@ def test_a_dead_pid_on_this_host_fails_its_trial_and_a_live_one_does_not(tmp_pat
     assert fail_dead_worker_trials(study, RetryDeadWorkerTrial(2)) == [0]
     assert [t.state.name for t in study.trials] == ["FAIL", "RUNNING", "WAITING"]
     assert "died mid-trial" in study.trials[0].user_attrs["error"]
-
-
-def test_registry_alias_moves_to_a_better_trial_and_generate_uses_it(tmp_path, capsys, no_plots):
-    from lyricslab import generate
-
-    args = setup_sweep(tmp_path, n=1, params="  optimizer.learning_rate: choice(0.01, 1e-9)\n")
-    study = sweep.open_study(sweep.load(*[sweep.parse_args(args)[i] for i in (0, 3, 4)]))
-    study.enqueue_trial({"optimizer.learning_rate": 1e-9})  # a poor first "best"
-    assert sweep.main(args) == 0
-    client = mlflow.MlflowClient()
-    first = client.get_model_version_by_alias("lyricslab-t", "best")
-    study.enqueue_trial({"optimizer.learning_rate": 0.01})  # the resume finds a better trial
-    assert sweep.main([*args, "n_trials=2"]) == 0
-    moved = client.get_model_version_by_alias("lyricslab-t", "best")
-    assert int(moved.version) == int(first.version) + 1
-    assert moved.run_id == study_of(tmp_path).best_trial.user_attrs["mlflow_run_id"] != first.run_id
-    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
-    assert generate.main(["model_uri=models:/lyricslab-t@best", f"tracking_uri={uri}", "max_tokens=10"]) == 0
-    assert generate.main(["sweep=t", f"tracking_uri={uri}", "max_tokens=10"]) == 0
-    assert capsys.readouterr().out.count("=== song 1") == 2

@@ -150,12 +150,15 @@ def suggest(trial: optuna.trial.BaseTrial, name: str, dist: optuna.distributions
 
 
 def grid_values(dist: optuna.distributions.BaseDistribution) -> list[Any] | None:
-    """Every value of a choice() or range() parameter, for the grid sampler; None for a continuous one."""
+    """Every value of a choice() or range() parameter, for the grid sampler; None for a continuous one
+    (or one with more values than a grid could ever run)."""
     if isinstance(dist, optuna.distributions.CategoricalDistribution):
         return list(dist.choices)
     if dist.step is None or dist.log:
         return None
     count = int(round((dist.high - dist.low) / dist.step)) + 1
+    if count > 10_000:
+        return None
     return [dist.low + i * dist.step if isinstance(dist.low, int) else round(dist.low + i * dist.step, 12)
             for i in range(count)]
 
