@@ -1,4 +1,8 @@
-"""Keras callbacks: derived per-epoch training metrics (perplexity, lr, tokens/s) and full-context validation."""
+"""Keras callbacks: derived per-round training metrics (perplexity, lr, tokens/s), full-context validation,
+the time budget's stop, and the progress line.
+
+A Keras epoch is one evaluation round (see trainer.eval_every_steps in lyricslab.train).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ quiet_tensorflow()  # before keras: TensorFlow's start-up lines stay off the con
 import keras  # noqa: E402
 import numpy as np
 
+from lyricslab.budget import Budget
 from lyricslab.evaluation import Scores
 
 
@@ -26,7 +31,7 @@ class DerivedMetrics(keras.callbacks.Callback):
         super().__init__()
         self.tokens_per_step = tokens_per_step
         self.epoch_start = self.train_seconds = 0.0
-        self.steps = 0
+        self.steps = self.tokens_seen = 0
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch_start, self.steps = time.perf_counter(), 0
@@ -40,6 +45,7 @@ class DerivedMetrics(keras.callbacks.Callback):
         # Runs before FullContextValidation, so the time is the epoch's training alone.
         train_time = time.perf_counter() - self.epoch_start
         self.train_seconds += train_time
+        self.tokens_seen += self.steps * self.tokens_per_step
         logs["tokens_per_sec"] = self.steps * self.tokens_per_step / max(train_time, 1e-9)
         if "nll" in logs:
             logs["perplexity"] = math.exp(min(float(logs["nll"]), 50.0))
@@ -66,3 +72,52 @@ class FullContextValidation(keras.callbacks.Callback):
         logs.update(self.score(self.stream).metrics(self.chars, "val_"))
         logs.pop("val_tokens")
         logs["val_seconds"] = time.perf_counter() - start
+
+
+class StopAtBudget(keras.callbacks.Callback):
+    """Stops training once the budget is spent, checked after every step and after each round.
+
+    Keras still ends the round it stopped in (on_epoch_end runs), so the partial round is
+    validated like any other and can be the best one that EarlyStopping restores. The check
+    after the round (it must come after FullContextValidation) keeps a budget spent during
+    validation from starting a round only to stop it after one step.
+    """
+
+    def __init__(self, budget: Budget):
+        super().__init__()
+        self.budget = budget
+        self.stopped = False
+
+    def on_train_begin(self, logs=None):
+        self.budget.start()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.budget.spent():
+            self.model.stop_training = self.stopped = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        # Early stopping, earlier in the list, may already have stopped it: then it gets the credit.
+        if not self.model.stop_training and self.budget.spent():
+            self.model.stop_training = self.stopped = True
+
+
+class RoundProgress(keras.callbacks.ProgbarLogger):
+    """Keras' progress bar (or one line per round), headed `Round k/N`, or under a budget
+    `Round k · 3.2 of 10 min`: Keras' `Epoch k/N` would show an epoch count the run doesn't use.
+
+    Keras uses a ProgbarLogger found in the callback list instead of adding its own; it must be
+    last, so that its line shows the metrics the other callbacks add.
+    """
+
+    def __init__(self, budget: Budget | None = None):
+        super().__init__()
+        self.budget = budget
+
+    def on_epoch_begin(self, epoch, logs=None):
+        rounds, self.epochs = self.epochs, 1  # 1: Keras' own header stays off
+        super().on_epoch_begin(epoch, logs)
+        self.epochs = rounds
+        if self.verbose:
+            spent = (f" · {self.budget.used_minutes():.1f} of {self.budget.minutes:g} min" if self.budget
+                     else f"/{rounds}")
+            print(f"Round {epoch + 1}{spent}", flush=True)

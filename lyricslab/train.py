@@ -28,7 +28,8 @@ import numpy as np  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from lyricslab import tracking  # noqa: E402
-from lyricslab.callbacks import DerivedMetrics, FullContextValidation  # noqa: E402
+from lyricslab.budget import Budget, check_trainer  # noqa: E402
+from lyricslab.callbacks import DerivedMetrics, FullContextValidation, RoundProgress, StopAtBudget  # noqa: E402
 from lyricslab.data import load_splits  # noqa: E402
 from lyricslab.data.prepare import SPLITS  # noqa: E402
 from lyricslab.bundle import save_bundle  # noqa: E402
@@ -41,6 +42,9 @@ from lyricslab.optim import build_optimizer, scheduler_callbacks  # noqa: E402
 from lyricslab.plots import learning_curves  # noqa: E402
 from lyricslab.tokenizers import Tokenizer, load_tokenizer, train_tokenizer  # noqa: E402
 from lyricslab.windows import make_windows, to_dataset  # noqa: E402
+
+
+MAX_ROUNDS = 1_000_000  # under a budget: "unbounded"; the budget or early stopping ends the fit
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -121,13 +125,31 @@ def compile_model(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> 
 
 
 def fit_callbacks(cfg: Any, derived: DerivedMetrics, validation: FullContextValidation,
-                  extra: Sequence[keras.callbacks.Callback] = ()) -> list[keras.callbacks.Callback]:
+                  extra: Sequence[keras.callbacks.Callback] = (), budget: Budget | None = None
+                  ) -> list[keras.callbacks.Callback]:
     """The callbacks of every fit, in the order they must run: Keras hands each the same logs dict,
-    so the derived and full-context val metrics come first, then whatever reads them."""
-    return [derived, validation, MlflowEpochLogger(), StopOnNonFiniteLoss(),
-            keras.callbacks.EarlyStopping(monitor="val_bpc", mode="min", patience=cfg.trainer.patience,
-                                          restore_best_weights=True),
-            *scheduler_callbacks(cfg.scheduler), *extra]
+    so the derived and full-context val metrics come first, then whatever reads them; the
+    progress line last, so it shows them all.
+
+    EarlyStopping restores the best round's weights at the end of training whoever stopped it
+    (Keras 3 restores in on_train_end whenever it has seen a round), so a budget stop ends on them too.
+    """
+    callbacks = [derived, validation, MlflowEpochLogger(), StopOnNonFiniteLoss(),
+                 keras.callbacks.EarlyStopping(monitor="val_bpc", mode="min", patience=cfg.trainer.patience,
+                                               restore_best_weights=True),
+                 *scheduler_callbacks(cfg.scheduler)]
+    if budget is not None:
+        callbacks.append(StopAtBudget(budget))
+    return [*callbacks, *extra, RoundProgress(budget)]
+
+
+def stopped_by(callbacks: Sequence[keras.callbacks.Callback]) -> str:
+    """What ended the fit: `budget`, `early_stopping` or `epochs` (all rounds ran)."""
+    if any(isinstance(c, StopAtBudget) and c.stopped for c in callbacks):
+        return "budget"
+    if any(isinstance(c, keras.callbacks.EarlyStopping) and c.stopped_epoch > 0 for c in callbacks):
+        return "early_stopping"
+    return "epochs"
 
 
 def evaluate_test(model: keras.Model, scorer: Any, stream: np.ndarray, chars: int, seq_len: int,
@@ -184,16 +206,19 @@ def ngram_baseline(cfg: Any, texts: dict[str, list[str]], cache_path: Path | Non
 
 
 def train(cfg: Any, callbacks: Sequence[keras.callbacks.Callback] = (), parent_run_id: str | None = None,
-          tags: dict[str, str] | None = None, on_run_start: Callable[[str], None] | None = None) -> dict[str, float]:
+          tags: dict[str, str] | None = None, on_run_start: Callable[[str], None] | None = None,
+          clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
     """Train one model as configured; log everything to one MLflow run; return the final metrics.
 
     `callbacks` run after the metric and logging callbacks (e.g. an Optuna pruning callback sees
-    each epoch's full-context val_bpc); `parent_run_id` nests the run under a sweep's parent run; `on_run_start(run_id)` is
-    called as soon as the MLflow run exists (a sweep records it on the trial).
+    each round's full-context val_bpc); `parent_run_id` nests the run under a sweep's parent run; `on_run_start(run_id)` is
+    called as soon as the MLflow run exists (a sweep records it on the trial); `clock` is what
+    `trainer.budget_minutes` is measured with (tests pass a fake one).
     """
     started = time.perf_counter()
-    configure_runtime(cfg.trainer)
     tr = cfg.trainer
+    check_trainer(tr)
+    configure_runtime(tr)
     splits = load_splits(cfg.data, cfg.data_size.songs)
     texts = {name: getattr(splits, name) for name in SPLITS}
     tokenizer, streams = tokenize_splits(cfg.tokenizer, texts, splits.cache_path)
@@ -220,13 +245,17 @@ def train(cfg: Any, callbacks: Sequence[keras.callbacks.Callback] = (), parent_r
         validation = FullContextValidation(scorer, streams["val"], chars["val"])
         mlflow.log_params({"data.vocab_size": tokenizer.vocab_size, "model.params": model.count_params()})
         mlflow.log_metrics(baseline)
+        budget = Budget(tr.budget_minutes, clock) if tr.get("budget_minutes") else None
+        fit_list = fit_callbacks(cfg, derived, validation, callbacks, budget)
         fit_start = time.perf_counter()
-        # No validation_data: FullContextValidation scores the val split each epoch instead.
+        # No validation_data: FullContextValidation scores the val split each round instead.
+        # Under a budget, the budget (or early stopping) ends the run, never a round count.
         with diverged_as_non_finite_loss(model):
-            history = model.fit(train_ds, epochs=tr.epochs, steps_per_epoch=steps, shuffle=False,
-                                callbacks=fit_callbacks(cfg, derived, validation, callbacks),
-                                verbose=progress_verbosity(tr.verbose)).history
+            history = model.fit(train_ds, epochs=MAX_ROUNDS if budget else tr.epochs, steps_per_epoch=steps,
+                                shuffle=False, callbacks=fit_list, verbose=progress_verbosity(tr.verbose)).history
         fit_seconds = time.perf_counter() - fit_start
+        budget_used = budget.used_minutes() if budget else None
+        mlflow.set_tag("stopped_by", stopped_by(fit_list))
 
         eval_start = time.perf_counter()
         metrics = evaluate_test(model, scorer, streams["test"], chars["test"], tr.seq_len, tr.batch_size)
@@ -235,10 +264,12 @@ def train(cfg: Any, callbacks: Sequence[keras.callbacks.Callback] = (), parent_r
         # best_*: the restored (best) epoch; the per-epoch series keep the plain names (val_bpc, ...).
         metrics.update({f"best_{k}": float(history[k][best]) for k in ("val_bpc", "val_nll", "val_perplexity",
                                                                            "val_accuracy", "val_top5_accuracy")})
+        if budget is not None:
+            metrics.update({"budget_minutes": budget.minutes, "budget_used_minutes": budget_used})
         metrics.update({
             "best_epoch": float(best + 1),
             "epochs_run": float(len(history["val_bpc"])), "params": float(model.count_params()),
-            "train_tokens_per_sec": steps * tr.batch_size * tr.seq_len * len(history["loss"]) / max(derived.train_seconds, 1e-9),
+            "train_tokens_per_sec": derived.tokens_seen / max(derived.train_seconds, 1e-9),
             "train_seconds": fit_seconds,
         })
         with tempfile.TemporaryDirectory() as tmp:
