@@ -101,6 +101,28 @@ class StopAtBudget(keras.callbacks.Callback):
             self.model.stop_training = self.stopped = True
 
 
+class LearningRateByProgress(keras.callbacks.Callback):
+    """Sets the lr before every step to `schedule(progress())`, progress being the budget's spent fraction.
+
+    Why the clock and not a step count estimated from the first steps' throughput: on a shared
+    CPU the step rate drifts (other jobs, validation rounds, a model that slows as it warms up),
+    so an estimated count would end the decay early or late; read from the clock, the decay ends
+    when the budget does. The price: a budget run's lr sequence depends on timing, so it is not
+    step-for-step reproducible.
+    """
+
+    def __init__(self, schedule: Callable[[float], float], progress: Callable[[], float]):
+        super().__init__()
+        self.schedule, self.progress = schedule, progress
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.model.optimizer.learning_rate = self.schedule(self.progress())
+
+    def on_train_batch_end(self, batch, logs=None):
+        # Again as the step ends: the lr logged after a round, and after a budget stop the end value.
+        self.model.optimizer.learning_rate = self.schedule(self.progress())
+
+
 class RoundProgress(keras.callbacks.ProgbarLogger):
     """Keras' progress bar (or one line per round), headed `Round k/N`, or under a budget
     `Round k · 3.2 of 10 min`: Keras' `Epoch k/N` would show an epoch count the run doesn't use.

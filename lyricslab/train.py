@@ -29,7 +29,8 @@ from omegaconf import OmegaConf  # noqa: E402
 
 from lyricslab import tracking  # noqa: E402
 from lyricslab.budget import Budget, check_trainer  # noqa: E402
-from lyricslab.callbacks import DerivedMetrics, FullContextValidation, RoundProgress, StopAtBudget  # noqa: E402
+from lyricslab.callbacks import (DerivedMetrics, FullContextValidation, LearningRateByProgress,  # noqa: E402
+                                 RoundProgress, StopAtBudget)
 from lyricslab.data import load_splits  # noqa: E402
 from lyricslab.data.prepare import SPLITS  # noqa: E402
 from lyricslab.bundle import save_bundle  # noqa: E402
@@ -38,7 +39,7 @@ from lyricslab.generation import write_samples  # noqa: E402
 from lyricslab.lyric_metrics import sample_metrics  # noqa: E402
 from lyricslab.models import build_model  # noqa: E402
 from lyricslab.ngram import baseline_bpc  # noqa: E402
-from lyricslab.optim import build_optimizer, scheduler_callbacks  # noqa: E402
+from lyricslab.optim import budget_schedule, build_optimizer, scheduler_callbacks  # noqa: E402
 from lyricslab.plots import learning_curves  # noqa: E402
 from lyricslab.tokenizers import Tokenizer, load_tokenizer, train_tokenizer  # noqa: E402
 from lyricslab.windows import make_windows, to_dataset  # noqa: E402
@@ -139,6 +140,9 @@ def fit_callbacks(cfg: Any, derived: DerivedMetrics, validation: FullContextVali
                                                restore_best_weights=True),
                  *scheduler_callbacks(cfg.scheduler)]
     if budget is not None:
+        schedule = budget_schedule(cfg.scheduler, float(cfg.optimizer.learning_rate))
+        if schedule is not None:
+            callbacks.append(LearningRateByProgress(schedule, budget.fraction))
         callbacks.append(StopAtBudget(budget))
     return [*callbacks, *extra, RoundProgress(budget)]
 
@@ -239,13 +243,13 @@ def train(cfg: Any, callbacks: Sequence[keras.callbacks.Callback] = (), parent_r
         if on_run_start:
             on_run_start(run.info.run_id)
         model = build_model(cfg, tokenizer.vocab_size)
-        compile_model(model, build_optimizer(cfg, steps))
+        budget = Budget(tr.budget_minutes, clock) if tr.get("budget_minutes") else None
+        compile_model(model, build_optimizer(cfg, steps, budget=budget is not None))
         derived = DerivedMetrics(tokens_per_step=tr.batch_size * tr.seq_len)
         scorer = full_context_scorer(model, tr)
         validation = FullContextValidation(scorer, streams["val"], chars["val"])
         mlflow.log_params({"data.vocab_size": tokenizer.vocab_size, "model.params": model.count_params()})
         mlflow.log_metrics(baseline)
-        budget = Budget(tr.budget_minutes, clock) if tr.get("budget_minutes") else None
         fit_list = fit_callbacks(cfg, derived, validation, callbacks, budget)
         fit_start = time.perf_counter()
         # No validation_data: FullContextValidation scores the val split each round instead.
