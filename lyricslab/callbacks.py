@@ -21,7 +21,9 @@ from lyricslab.evaluation import Scores
 
 
 class DerivedMetrics(keras.callbacks.Callback):
-    """Adds train perplexity, lr and train tokens/s to each epoch's logs.
+    """Adds train perplexity, lr, train tokens/s, the round (1-based) and the training tokens seen
+    so far to each round's logs: rounds need not be passes over the data, so these say where a
+    round's numbers stand.
 
     It must come before any logger in the callback list: Keras hands every callback the same
     logs dict, so the loggers see these keys too.
@@ -46,6 +48,8 @@ class DerivedMetrics(keras.callbacks.Callback):
         train_time = time.perf_counter() - self.epoch_start
         self.train_seconds += train_time
         self.tokens_seen += self.steps * self.tokens_per_step
+        logs["round"] = epoch + 1
+        logs["tokens_seen"] = self.tokens_seen
         logs["tokens_per_sec"] = self.steps * self.tokens_per_step / max(train_time, 1e-9)
         if "nll" in logs:
             logs["perplexity"] = math.exp(min(float(logs["nll"]), 50.0))
@@ -143,3 +147,27 @@ class RoundProgress(keras.callbacks.ProgbarLogger):
             spent = (f" · {self.budget.used_minutes():.1f} of {self.budget.minutes:g} min" if self.budget
                      else f"/{rounds}")
             print(f"Round {epoch + 1}{spent}", flush=True)
+
+    def on_epoch_end(self, epoch, logs=None):
+        # The header has the round; counters would print as "tokens_seen: 40960.0000".
+        super().on_epoch_end(epoch, {k: v for k, v in (logs or {}).items() if k not in ("round", "tokens_seen")})
+
+
+class ThroughputProbe(keras.callbacks.Callback):
+    """Times the steps after the first (which traces the graph) and stops the fit once `min_steps`
+    of them took at least `min_seconds`, so the rate is neither the trace's nor one noisy step's."""
+
+    def __init__(self, min_steps: int = 3, min_seconds: float = 2.0, clock: Callable[[], float] = time.perf_counter):
+        super().__init__()
+        self.min_steps, self.min_seconds, self.clock = min_steps, min_seconds, clock
+        self.ends: list[float] = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.ends.append(self.clock())
+        if len(self.ends) > self.min_steps and self.ends[-1] - self.ends[0] >= self.min_seconds:
+            self.model.stop_training = True
+
+    def steps_per_second(self) -> float:
+        if len(self.ends) < 2 or self.ends[-1] <= self.ends[0]:
+            raise RuntimeError("the throughput probe timed no steps after the first")
+        return (len(self.ends) - 1) / (self.ends[-1] - self.ends[0])

@@ -28,9 +28,9 @@ import numpy as np  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from lyricslab import tracking  # noqa: E402
-from lyricslab.budget import Budget, check_trainer  # noqa: E402
+from lyricslab.budget import Budget, check_trainer, steps_for_minutes  # noqa: E402
 from lyricslab.callbacks import (DerivedMetrics, FullContextValidation, LearningRateByProgress,  # noqa: E402
-                                 RoundProgress, StopAtBudget)
+                                 RoundProgress, StopAtBudget, ThroughputProbe)
 from lyricslab.data import load_splits  # noqa: E402
 from lyricslab.data.prepare import SPLITS  # noqa: E402
 from lyricslab.bundle import save_bundle  # noqa: E402
@@ -81,7 +81,7 @@ def diverged_as_non_finite_loss(model: keras.Model) -> Iterator[None]:
 
 
 class MlflowEpochLogger(keras.callbacks.Callback):
-    """Every number in the epoch's logs, with the epoch as the step.
+    """Every number in the round's logs, with the round (0-based; a Keras epoch) as the step.
 
     mlflow.keras.MlflowCallback would also do this, but it logs optimizer params that clash
     with our flattened config params; this is its on_epoch_end alone.
@@ -123,6 +123,38 @@ def compile_model(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> 
             keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5_accuracy"),
         ],
     )
+
+
+PROBE_MAX_STEPS = 200  # a throughput probe stops sooner: see ThroughputProbe
+
+
+def measure_steps_per_second(cfg: Any, vocab_size: int, train_ds: Any) -> float:
+    """Training steps per second of a throwaway copy of the model (same shapes, optimizer and batches).
+
+    A copy, so the real run's weights, optimizer state and step-keyed lr schedule (which needs the
+    round size this sizes) are untouched; the price is one more graph trace and a few steps.
+    """
+    probe = build_model(cfg, vocab_size)
+    compile_model(probe, build_optimizer(cfg, 1))
+    timer = ThroughputProbe()
+    probe.fit(train_ds, epochs=1, steps_per_epoch=PROBE_MAX_STEPS, shuffle=False, verbose=0, callbacks=[timer])
+    return timer.steps_per_second()
+
+
+def steps_per_round(tr: Any, batches: int, probe: Callable[[], float]) -> int:
+    """Training steps per evaluation round (one Keras epoch): `eval_every_steps`; or what
+    `eval_every_minutes` takes at the rate `probe()` measures; else one pass over the train split's
+    `batches`, capped by `steps_per_epoch`. The first two don't grow with the corpus."""
+    if tr.get("eval_every_steps"):
+        return int(tr.eval_every_steps)
+    if tr.get("eval_every_minutes"):
+        rate = probe()
+        steps = steps_for_minutes(rate, float(tr.eval_every_minutes))
+        if progress_verbosity(tr.verbose):
+            print(f"trainer.eval_every_minutes={tr.eval_every_minutes:g}: {rate:.2f} training steps/s measured, "
+                  f"so a validation round every {steps} steps", flush=True)
+        return steps
+    return min(batches, tr.steps_per_epoch) if tr.steps_per_epoch else batches
 
 
 def fit_callbacks(cfg: Any, derived: DerivedMetrics, validation: FullContextValidation,
@@ -230,8 +262,8 @@ def train(cfg: Any, callbacks: Sequence[keras.callbacks.Callback] = (), parent_r
     train_windows = make_windows(streams["train"], tr.seq_len, pad_last=False)
 
     batches = max(len(train_windows.x) // tr.batch_size, 1)
-    steps = min(batches, tr.steps_per_epoch) if tr.steps_per_epoch else batches
-    train_ds = to_dataset(train_windows, tr.batch_size, shuffle=True, seed=tr.seed, repeat=bool(tr.steps_per_epoch))
+    sized = bool(tr.steps_per_epoch or tr.get("eval_every_steps") or tr.get("eval_every_minutes"))
+    train_ds = to_dataset(train_windows, tr.batch_size, shuffle=True, seed=tr.seed, repeat=sized)
 
     summary = splits.summary()
     for name in SPLITS:
@@ -244,6 +276,11 @@ def train(cfg: Any, callbacks: Sequence[keras.callbacks.Callback] = (), parent_r
             on_run_start(run.info.run_id)
         model = build_model(cfg, tokenizer.vocab_size)
         budget = Budget(tr.budget_minutes, clock) if tr.get("budget_minutes") else None
+        if budget is not None:
+            budget.start()  # before the throughput probe: the budget counts it
+        probe_start = time.perf_counter()
+        steps = steps_per_round(tr, batches, lambda: measure_steps_per_second(cfg, tokenizer.vocab_size, train_ds))
+        probe_seconds = time.perf_counter() - probe_start
         compile_model(model, build_optimizer(cfg, steps, budget=budget is not None))
         derived = DerivedMetrics(tokens_per_step=tr.batch_size * tr.seq_len)
         scorer = full_context_scorer(model, tr)
@@ -265,14 +302,17 @@ def train(cfg: Any, callbacks: Sequence[keras.callbacks.Callback] = (), parent_r
         metrics = evaluate_test(model, scorer, streams["test"], chars["test"], tr.seq_len, tr.batch_size)
         metrics["eval_seconds"] = time.perf_counter() - eval_start
         best = int(np.argmin(history["val_bpc"]))
-        # best_*: the restored (best) epoch; the per-epoch series keep the plain names (val_bpc, ...).
+        # best_*: the restored (best) round; the per-round series keep the plain names (val_bpc, ...).
         metrics.update({f"best_{k}": float(history[k][best]) for k in ("val_bpc", "val_nll", "val_perplexity",
                                                                            "val_accuracy", "val_top5_accuracy")})
         if budget is not None:
             metrics.update({"budget_minutes": budget.minutes, "budget_used_minutes": budget_used})
+        if tr.get("eval_every_minutes"):
+            metrics["probe_seconds"] = probe_seconds
         metrics.update({
-            "best_epoch": float(best + 1),
-            "epochs_run": float(len(history["val_bpc"])), "params": float(model.count_params()),
+            "best_round": float(best + 1), "rounds_run": float(len(history["val_bpc"])),
+            "steps_per_round": float(steps), "train_tokens": float(derived.tokens_seen),
+            "params": float(model.count_params()),
             "train_tokens_per_sec": derived.tokens_seen / max(derived.train_seconds, 1e-9),
             "train_seconds": fit_seconds,
         })

@@ -16,7 +16,9 @@ from lyricslab.callbacks import DerivedMetrics, FullContextValidation
 from lyricslab.evaluation import full_context_scorer
 from lyricslab.models import build_model
 from lyricslab.optim import build_optimizer
-from lyricslab.train import compile_model, configure_runtime, fit_callbacks, train
+from lyricslab.callbacks import ThroughputProbe
+from lyricslab.train import (compile_model, configure_runtime, fit_callbacks, measure_steps_per_second,
+                             steps_per_round, train)
 from lyricslab.windows import make_windows, to_dataset
 
 LR = 0.002  # rmsprop's default
@@ -72,7 +74,7 @@ def test_budget_stops_mid_round_restores_the_best_round_and_still_tests_samples_
     cfg = compose([*tiny("lstm"), "trainer.budget_minutes=1", "trainer.patience=5", "scheduler=cosine", *store])
     metrics = train(cfg, callbacks=[spoil, Tick(clock, 5.5)], clock=clock)
 
-    assert metrics["epochs_run"] == 3 and metrics["best_epoch"] == 1
+    assert metrics["rounds_run"] == 3 and metrics["best_round"] == 1
     for restored, first in zip(spoil.model.get_weights(), spoil.first):
         np.testing.assert_array_equal(restored, first)  # the round-1 weights, not the last round's
     assert metrics["budget_minutes"] == 1.0
@@ -112,7 +114,8 @@ SCHEDULES = {  # overrides, the lr at progress p (fraction of the budget spent),
     "constant": ([], lambda p: LR),
     "plateau": ([], lambda p: LR),  # val_bpc drives it, not the clock
     "cosine": ([], lambda p: LR * cosine(p)),
-    "warmup_cosine": (["scheduler.warmup_fraction=0.25"], lambda p: LR * p / 0.25 if p < 0.25 else LR * cosine((p - 0.25) / 0.75)),
+    "warmup_cosine": (["scheduler.warmup_fraction=0.25"],
+                      lambda p: LR * p / 0.25 if p < 0.25 else LR * cosine((p - 0.25) / 0.75)),
     "exponential": (["scheduler.alpha=0.1", "scheduler.decay_rate=0.5"], lambda p: LR * 0.1 ** p),
 }
 
@@ -152,7 +155,7 @@ def test_stopped_by_names_what_ended_the_run(overrides, expected, store, tmp_pat
     run = the_run(tmp_path)
     assert run.data.tags["stopped_by"] == expected
     assert ("budget_used_minutes" in metrics) == ("trainer.budget_minutes=100" in overrides)
-    assert metrics["epochs_run"] == 2
+    assert metrics["rounds_run"] == 2
 
 
 def test_budget_clock_starts_once_and_reports_the_fraction_spent():
@@ -172,6 +175,10 @@ def test_budget_clock_starts_once_and_reports_the_fraction_spent():
     (["trainer.budget_minutes=0"], "trainer.budget_minutes must be a number above 0"),
     (["trainer.budget_minutes=-3"], "trainer.budget_minutes must be a number above 0"),
     (["trainer.budget_minutes=soon"], "trainer.budget_minutes must be a number above 0"),
+    (["trainer.eval_every_steps=0"], "trainer.eval_every_steps must be a whole number above 0"),
+    (["trainer.eval_every_steps=2.5"], "trainer.eval_every_steps must be a whole number above 0"),
+    (["trainer.eval_every_minutes=-1"], "trainer.eval_every_minutes must be a number above 0"),
+    (["trainer.eval_every_steps=100", "trainer.eval_every_minutes=5"], "not both"),
 ])
 def test_impossible_trainer_settings_fail_with_the_fix(overrides, message):
     with pytest.raises(TrainerConfigError, match=message):
@@ -184,3 +191,74 @@ def test_cli_rejects_an_impossible_budget_in_one_line_before_tensorflow_loads():
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert out.stderr.strip().splitlines()[-1] == ("error: trainer.budget_minutes must be a number above 0, or null "
                                                    "to turn it off; got -1")
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation cadence: a round is N steps or M minutes of training, whatever the corpus size.
+
+
+def test_round_size_follows_the_cadence_not_the_corpus():
+    probe = lambda: 2.0  # noqa: E731  steps per second
+    for batches in (10, 100_000):  # a tiny corpus and a huge one
+        assert steps_per_round(compose(["trainer.eval_every_steps=50"]).trainer, batches, probe) == 50
+        assert steps_per_round(compose(["trainer.eval_every_minutes=5"]).trainer, batches, probe) == 600
+    # Without a cadence a round is a pass over the train split (capped by steps_per_epoch): it grows with it.
+    assert [steps_per_round(compose([]).trainer, b, probe) for b in (10, 100_000)] == [10, 100_000]
+    assert steps_per_round(compose(["trainer.steps_per_epoch=64"]).trainer, 100_000, probe) == 64
+
+
+@pytest.mark.parametrize("cadence,steps", [("trainer.eval_every_steps=3", 3), ("trainer.eval_every_minutes=0.05", 6)])
+def test_rounds_of_the_cadence_are_logged_with_round_and_tokens_seen(cadence, steps, store, tmp_path, monkeypatch):
+    monkeypatch.setattr("lyricslab.train.measure_steps_per_second", lambda *args: 2.0)  # 0.05 min = 6 steps
+    # steps_per_epoch=4 (TINY) is what a pass-sized round would be; the cadence replaces it.
+    metrics = train(compose([*tiny("lstm"), cadence, "trainer.epochs=3", "trainer.patience=10", *store]))
+    tokens = steps * 16 * 32  # batch 16 × seq_len 32
+    assert metrics["steps_per_round"] == steps and metrics["rounds_run"] == 3 and metrics["train_tokens"] == 3 * tokens
+    client, run = mlflow.MlflowClient(), the_run(tmp_path)
+    series = {name: [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, name)]
+              for name in ("round", "tokens_seen", "val_bpc")}
+    assert series["round"] == [(0, 1), (1, 2), (2, 3)]
+    assert series["tokens_seen"] == [(0, tokens), (1, 2 * tokens), (2, 3 * tokens)]
+    assert [step for step, _ in series["val_bpc"]] == [0, 1, 2]
+
+
+def test_throughput_probe_skips_the_traced_first_step_and_stops_when_it_has_enough():
+    cfg = compose([*tiny("lstm")])
+    configure_runtime(cfg.trainer)
+    model = build_model(cfg, VOCAB)
+    compile_model(model, build_optimizer(cfg, 1))
+    stream = np.resize(np.arange(3, VOCAB, dtype=np.int32), 64 * 32)
+    train_ds = to_dataset(make_windows(stream, 32, pad_last=False), 16, shuffle=True, seed=0, repeat=True)
+    clock = FakeClock()
+    probe = ThroughputProbe(min_steps=3, min_seconds=2.0, clock=clock)
+    # Every step 0.5 s, the first (the trace) 10 s: 5 steps ends 2 s apart are enough.
+    durations = iter([10.0] + [0.5] * 100)
+    ticks = keras.callbacks.LambdaCallback(
+        on_train_batch_begin=lambda batch, logs: setattr(clock, "now", clock.now + next(durations)))
+    model.fit(train_ds, epochs=1, steps_per_epoch=100, shuffle=False, verbose=0, callbacks=[ticks, probe])
+    assert int(model.optimizer.iterations) == 5
+    assert probe.steps_per_second() == pytest.approx(2.0)
+    # The real thing: a throwaway model, measured on the wall clock.
+    assert 0 < measure_steps_per_second(cfg, VOCAB, train_ds) < 1e4
+
+
+def test_progress_lines_name_the_round_and_the_budget_spent(capsys):
+    cfg = compose([*tiny("lstm"), "trainer.patience=100"])
+    configure_runtime(cfg.trainer)
+    model = build_model(cfg, VOCAB)
+    stream = np.resize(np.arange(3, VOCAB, dtype=np.int32), 64 * 32)
+    train_ds = to_dataset(make_windows(stream, 32, pad_last=False), 16, shuffle=True, seed=0, repeat=True)
+    validation = FullContextValidation(full_context_scorer(model, cfg.trainer), stream[:101], 101)
+    # 2.5 fake seconds a step, rounds of 4 steps: round 2 starts 10 s (0.2 min, rounded) into the budget.
+    for budget, expected in ((None, ["Round 1/2", "Round 2/2"]),
+                             (1.0, ["Round 1 · 0.0 of 1 min", "Round 2 · 0.2 of 1 min"])):
+        clock = FakeClock()
+        spend = Budget(budget, clock) if budget else None
+        compile_model(model, build_optimizer(cfg, 4, budget=spend is not None))
+        callbacks = fit_callbacks(cfg, DerivedMetrics(16 * 32), validation, [Tick(clock, 2.5)], spend)
+        model.fit(train_ds, epochs=2, steps_per_epoch=4, verbose=2, shuffle=False, callbacks=callbacks)
+        lines = capsys.readouterr().out.splitlines()
+        assert [line for line in lines if line.startswith("Round")] == expected
+        assert not any(line.startswith("Epoch") for line in lines)
+        progress = [line for line in lines if line.startswith("4/4")]  # one line per round, with val_bpc
+        assert len(progress) == 2 and all("val_bpc" in line and "tokens_seen" not in line for line in progress)
