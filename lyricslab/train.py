@@ -35,6 +35,7 @@ from lyricslab.data import load_splits  # noqa: E402
 from lyricslab.data.prepare import SPLITS  # noqa: E402
 from lyricslab.bundle import save_bundle  # noqa: E402
 from lyricslab.evaluation import full_context_scorer, score_windows  # noqa: E402
+from lyricslab.flops import matmul_peak, model_flop_utilisation, training_flops_per_token  # noqa: E402
 from lyricslab.generation import write_samples  # noqa: E402
 from lyricslab.lyric_metrics import sample_metrics  # noqa: E402
 from lyricslab.models import build_model  # noqa: E402
@@ -316,6 +317,11 @@ def train(cfg: Any, callbacks: Sequence[keras.callbacks.Callback] = (), parent_r
             "train_tokens_per_sec": derived.tokens_seen / max(derived.train_seconds, 1e-9),
             "train_seconds": fit_seconds,
         })
+        # MFU: the model's training FLOP/s over this machine's measured (and cached) matmul peak.
+        peak = matmul_peak(tr.precision)
+        flops_per_token = training_flops_per_token(cfg, tokenizer.vocab_size)
+        metrics.update({"train_flops_per_token": flops_per_token, "matmul_peak_gflops": peak / 1e9,
+                        "mfu": model_flop_utilisation(flops_per_token, metrics["train_tokens_per_sec"], peak)})
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp)
             (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))

@@ -1,6 +1,8 @@
 """Training under a wall-clock budget, on a fake clock so every test is deterministic and quick:
-the budget stops the run, the best round's weights come back and are tested, and it is logged."""
+the budget stops the run, the best round's weights come back and are tested, and it is logged;
+the lr schedule spans the budget; validation rounds of N steps or M minutes; MFU on every run."""
 
+import json
 import math
 import subprocess
 import sys
@@ -14,6 +16,7 @@ from conftest import ROOT, compose, tiny
 from lyricslab.budget import Budget, TrainerConfigError, check_trainer
 from lyricslab.callbacks import DerivedMetrics, FullContextValidation
 from lyricslab.evaluation import full_context_scorer
+from lyricslab.flops import forward_flops_per_token, matmul_peak, training_flops_per_token, usable_cores
 from lyricslab.models import build_model
 from lyricslab.optim import build_optimizer
 from lyricslab.callbacks import ThroughputProbe
@@ -22,6 +25,7 @@ from lyricslab.train import (compile_model, configure_runtime, fit_callbacks, me
 from lyricslab.windows import make_windows, to_dataset
 
 LR = 0.002  # rmsprop's default
+TINY_SMALL = ["embedding=small", "trainer.seq_len=32"]
 VOCAB = 24
 
 
@@ -210,6 +214,7 @@ def test_round_size_follows_the_cadence_not_the_corpus():
 @pytest.mark.parametrize("cadence,steps", [("trainer.eval_every_steps=3", 3), ("trainer.eval_every_minutes=0.05", 6)])
 def test_rounds_of_the_cadence_are_logged_with_round_and_tokens_seen(cadence, steps, store, tmp_path, monkeypatch):
     monkeypatch.setattr("lyricslab.train.measure_steps_per_second", lambda *args: 2.0)  # 0.05 min = 6 steps
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))  # the matmul peak is measured into here
     # steps_per_epoch=4 (TINY) is what a pass-sized round would be; the cadence replaces it.
     metrics = train(compose([*tiny("lstm"), cadence, "trainer.epochs=3", "trainer.patience=10", *store]))
     tokens = steps * 16 * 32  # batch 16 × seq_len 32
@@ -220,6 +225,12 @@ def test_rounds_of_the_cadence_are_logged_with_round_and_tokens_seen(cadence, st
     assert series["round"] == [(0, 1), (1, 2), (2, 3)]
     assert series["tokens_seen"] == [(0, tokens), (1, 2 * tokens), (2, 3 * tokens)]
     assert [step for step, _ in series["val_bpc"]] == [0, 1, 2]
+    # Every run logs its MFU against this machine's matmul peak, measured once and cached.
+    assert 0 < metrics["mfu"] <= 1 and run.data.metrics["mfu"] == pytest.approx(metrics["mfu"])
+    assert metrics["mfu"] == pytest.approx(metrics["train_flops_per_token"] * metrics["train_tokens_per_sec"]
+                                           / (metrics["matmul_peak_gflops"] * 1e9))
+    (key,) = json.loads((tmp_path / "xdg" / "lyricslab" / "peak.json").read_text())
+    assert key.endswith(f"| {usable_cores()} cores | float32")
 
 
 def test_throughput_probe_skips_the_traced_first_step_and_stops_when_it_has_enough():
@@ -262,3 +273,53 @@ def test_progress_lines_name_the_round_and_the_budget_spent(capsys):
         assert not any(line.startswith("Epoch") for line in lines)
         progress = [line for line in lines if line.startswith("4/4")]  # one line per round, with val_bpc
         assert len(progress) == 2 and all("val_bpc" in line and "tokens_seen" not in line for line in progress)
+
+
+# ---------------------------------------------------------------------------------------------
+# The FLOP formula behind `mfu` (and bench/mfu.py), counted by hand and against the built model.
+
+
+def test_flops_per_token_of_tiny_models_counted_by_hand():
+    # LSTM: embedding 64, 1 layer of 32 units, vocab 24. Gates: 4 matrices of (64 + 32) × 32;
+    # the projection back to 64 (units != dim): 32 × 64; the output head: 64 × 24. 2 FLOPs per weight.
+    lstm = compose(tiny("lstm"))
+    assert forward_flops_per_token(lstm, 24) == 2 * (4 * 96 * 32 + 32 * 64 + 64 * 24) == 31744
+    assert training_flops_per_token(lstm, 24) == 3 * 31744
+    # Transformer: width 64, 1 block, FFN 64, context 32, vocab 24. Q, K, V, output: 4 × 64 × 64;
+    # FFN: 2 × 64 × 64; attention scores and mixing: 2 × 32 × 64 per token; the head: 64 × 24.
+    transformer = compose(tiny("transformer"))
+    assert forward_flops_per_token(transformer, 24) == 2 * (4 * 64 * 64 + 2 * 64 * 64 + 2 * 32 * 64 + 64 * 24) == 60416
+
+
+@pytest.mark.parametrize("overrides", [["model=lstm", "model.layers=2", "model.units=48"],
+                                       ["model=gru", "model.units=64"],  # units == dim: no projection
+                                       ["model=simple_rnn", "embedding=tied", "model.units=40"],
+                                       ["model=transformer", "model.layers=2", "model.heads=2", "model.ff_dim=96"]])
+def test_flops_formula_matches_the_matrices_of_the_built_model(overrides):
+    """2 FLOPs per weight of every matrix the forward pass multiplies by (not the lookup tables, nor
+    the GRU's (2, 3u) bias), plus attention's 2 × 2 × T × w per block, read off the model Keras builds."""
+    cfg = compose([*TINY_SMALL, *overrides])
+    model = build_model(cfg, VOCAB)
+    lookups = {"embeddings", "position_embeddings"}
+    tied = bool(cfg.embedding.tied)  # then the one matrix is the output head too
+    matmul = sum(int(np.prod(w.shape)) for w in model.weights
+                 if len(w.shape) >= 2 and "bias" not in w.name
+                 and (w.name not in lookups or (tied and w.name == "embeddings")))
+    m = cfg.model
+    attention = m.layers * 2 * 2 * cfg.trainer.seq_len * m.width if m.family == "transformer" else 0
+    assert forward_flops_per_token(cfg, VOCAB) == 2 * matmul + attention
+
+
+def test_the_matmul_peak_is_measured_once_per_machine_and_dtype(tmp_path, monkeypatch):
+    measured = []
+
+    def fake_measure(dtype):
+        measured.append(dtype)
+        return 1e11
+
+    monkeypatch.setattr("lyricslab.flops.measure_matmul_peak", fake_measure)
+    path = tmp_path / "peak.json"
+    assert matmul_peak("float32", path) == matmul_peak("float32", path) == 1e11
+    assert matmul_peak("bf16", path) == 1e11
+    assert measured == ["float32", "bfloat16"]  # each dtype once; then from the cache
+    assert len(json.loads(path.read_text())) == 2
