@@ -38,9 +38,9 @@ def check_trainer(tr: Any) -> None:
 class Budget:
     """Minutes of wall time for one fit, read from `clock` (injectable, so tests run on a fake clock).
 
-    The clock starts at `start()` (the first fit's start), so it counts the first step's graph
-    tracing, every training step and every validation round; data preparation before and test
-    scoring and sampling after are outside it.
+    The clock starts at `start()`, just before training (and before a throughput probe), so it
+    counts the first step's graph tracing, every training step and every validation round; data
+    preparation before and test scoring and sampling after are outside it.
     """
 
     def __init__(self, minutes: float, clock: Callable[[], float] = time.perf_counter):
