@@ -3,9 +3,10 @@ training FLOP/s divided by the FLOP/s that one large float32 `tf.matmul` (2048³
 this machine in the same run, measured before and after the models (the higher of the two is
 the denominator). A datasheet peak for these vCPUs would be higher, and the MFU lower.
 
-Model FLOPs are counted analytically: matmuls only, training = 3 × forward. The output head is
-`2·d·V`, LSTM gates are `2·4·u·(in+u)`, and the transformer counts its projections, FFN and
-`4·T·w` for attention. The default LSTM and transformer are measured at two vocabularies: the
+Model FLOPs are counted analytically by lyricslab.flops, the formula train() logs `mfu` with:
+matmuls only, training = 3 × forward. The output head is `2·d·V`, LSTM gates are
+`2·4·u·(in+u)`, and the transformer counts its projections, FFN and `4·T·w` for attention.
+The default LSTM and transformer are measured at two vocabularies: the
 default tokenizer's (char) as it comes out of the demo corpus, where the recurrent or attention
 matmuls dominate, and the word tokenizer's 8000, where the softmax head dominates.
 
@@ -19,25 +20,10 @@ from __future__ import annotations
 
 from bench.common import Target, check, quick, record, timed
 from bench.throughput import pair, steps
+from lyricslab.flops import training_flops_per_token
 
 WORD_VOCAB = 8000  # tokenizer=word default vocab_size
-GATES = {"lstm": 4, "gru": 3, "simple_rnn": 1}
 TARGET_MFU = Target(">=", 0.45, "%")  # training FLOP/s ÷ measured matmul peak, for real-data recipes
-
-
-def forward_flops_per_token(cfg, vocab: int) -> float:
-    m, e = cfg.model, cfg.embedding
-    if m.family == "rnn":
-        flops, width = 0.0, e.dim
-        for _ in range(m.layers):
-            flops += 2 * GATES[m.cell] * m.units * (width + m.units)
-            width = m.units
-        if m.units != e.dim:
-            flops += 2 * m.units * e.dim
-        return flops + 2 * e.dim * vocab
-    w, t = m.width, cfg.trainer.seq_len
-    per_layer = 2 * 4 * w * w + 2 * 2 * w * m.ff_dim + 2 * 2 * t * w  # projections, FFN, scores and mixing
-    return m.layers * per_layer + 2 * w * vocab
 
 
 def matmul_flops_per_second(n: int = 2048, repeats: int = 8) -> float:
@@ -73,7 +59,7 @@ def run() -> dict:
             cfg, _, _, run_ours, _, tokens = pair(name, vocab)
             run_ours()  # compile
             seconds = min(run_ours() for _ in range(2 if quick() else 5))
-            model_flops[(name, vocab_name, vocab)] = 3 * forward_flops_per_token(cfg, vocab) * tokens / seconds
+            model_flops[(name, vocab_name, vocab)] = training_flops_per_token(cfg, vocab) * tokens / seconds
     after = matmul_flops_per_second(n, repeats)
     peak = max(before, after)
     figures = {f"measured matmul peak GFLOP/s before (float32, {n}³, best of {repeats})": before / 1e9,

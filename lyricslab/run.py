@@ -16,7 +16,7 @@ CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 # The names MLflow logs them under; best_val_bpc is the restored epoch's (full-context) val bits/char.
 KEY_METRICS = ["best_val_bpc", "test_bpc", "baseline_ngram_test_bpc", "test_bpc_vs_baseline", "test_bpc_windowed",
                "test_perplexity", "test_accuracy", "test_f1_macro",
-               "params", "train_tokens_per_sec", "train_seconds"]
+               "params", "train_tokens_per_sec", "mfu", "train_seconds", "budget_used_minutes"]
 
 
 def print_summary(metrics: dict[str, float], cfg: DictConfig) -> None:
@@ -47,15 +47,17 @@ def print_summary(metrics: dict[str, float], cfg: DictConfig) -> None:
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
+    from lyricslab.budget import TrainerConfigError, check_trainer
     from lyricslab.data import DataError
     from lyricslab.data.prepare import resolve_path
 
     try:
         resolve_path(cfg.data)  # a wrong data.path fails here, before TensorFlow loads
+        check_trainer(cfg.trainer)  # so does an impossible budget or evaluation cadence
         from lyricslab.train import train
 
         metrics = train(cfg)
-    except DataError as err:  # bad input: one line that says how to fix it, no traceback
+    except (DataError, TrainerConfigError) as err:  # bad input: one line that says how to fix it, no traceback
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     print_summary(metrics, cfg)

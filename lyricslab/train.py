@@ -28,19 +28,25 @@ import numpy as np  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from lyricslab import tracking  # noqa: E402
-from lyricslab.callbacks import DerivedMetrics, FullContextValidation  # noqa: E402
+from lyricslab.budget import Budget, check_trainer, steps_for_minutes  # noqa: E402
+from lyricslab.callbacks import (DerivedMetrics, FullContextValidation, LearningRateByProgress,  # noqa: E402
+                                 RoundProgress, StopAtBudget, ThroughputProbe)
 from lyricslab.data import load_splits  # noqa: E402
 from lyricslab.data.prepare import SPLITS  # noqa: E402
 from lyricslab.bundle import save_bundle  # noqa: E402
 from lyricslab.evaluation import full_context_scorer, score_windows  # noqa: E402
+from lyricslab.flops import matmul_peak, model_flop_utilisation, training_flops_per_token  # noqa: E402
 from lyricslab.generation import write_samples  # noqa: E402
 from lyricslab.lyric_metrics import sample_metrics  # noqa: E402
 from lyricslab.models import build_model  # noqa: E402
 from lyricslab.ngram import baseline_bpc  # noqa: E402
-from lyricslab.optim import build_optimizer, scheduler_callbacks  # noqa: E402
+from lyricslab.optim import budget_schedule, build_optimizer, scheduler_callbacks  # noqa: E402
 from lyricslab.plots import learning_curves  # noqa: E402
 from lyricslab.tokenizers import Tokenizer, load_tokenizer, train_tokenizer  # noqa: E402
 from lyricslab.windows import make_windows, to_dataset  # noqa: E402
+
+
+MAX_ROUNDS = 1_000_000  # under a budget: "unbounded"; the budget or early stopping ends the fit
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -76,7 +82,7 @@ def diverged_as_non_finite_loss(model: keras.Model) -> Iterator[None]:
 
 
 class MlflowEpochLogger(keras.callbacks.Callback):
-    """Every number in the epoch's logs, with the epoch as the step.
+    """Every number in the round's logs, with the round (0-based; a Keras epoch) as the step.
 
     mlflow.keras.MlflowCallback would also do this, but it logs optimizer params that clash
     with our flattened config params; this is its on_epoch_end alone.
@@ -120,14 +126,67 @@ def compile_model(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> 
     )
 
 
+PROBE_MAX_STEPS = 200  # a throughput probe stops sooner: see ThroughputProbe
+
+
+def measure_steps_per_second(cfg: Any, vocab_size: int, train_ds: Any) -> float:
+    """Training steps per second of a throwaway copy of the model (same shapes, optimizer and batches).
+
+    A copy, so the real run's weights, optimizer state and step-keyed lr schedule (which needs the
+    round size this sizes) are untouched; the price is one more graph trace and a few steps.
+    """
+    probe = build_model(cfg, vocab_size)
+    compile_model(probe, build_optimizer(cfg, 1))
+    timer = ThroughputProbe()
+    probe.fit(train_ds, epochs=1, steps_per_epoch=PROBE_MAX_STEPS, shuffle=False, verbose=0, callbacks=[timer])
+    return timer.steps_per_second()
+
+
+def steps_per_round(tr: Any, batches: int, probe: Callable[[], float]) -> int:
+    """Training steps per evaluation round (one Keras epoch): `eval_every_steps`; or what
+    `eval_every_minutes` takes at the rate `probe()` measures; else one pass over the train split's
+    `batches`, capped by `steps_per_epoch`. The first two don't grow with the corpus."""
+    if tr.get("eval_every_steps"):
+        return int(tr.eval_every_steps)
+    if tr.get("eval_every_minutes"):
+        rate = probe()
+        steps = steps_for_minutes(rate, float(tr.eval_every_minutes))
+        if progress_verbosity(tr.verbose):
+            print(f"trainer.eval_every_minutes={tr.eval_every_minutes:g}: {rate:.2f} training steps/s measured, "
+                  f"so a validation round every {steps} steps", flush=True)
+        return steps
+    return min(batches, tr.steps_per_epoch) if tr.steps_per_epoch else batches
+
+
 def fit_callbacks(cfg: Any, derived: DerivedMetrics, validation: FullContextValidation,
-                  extra: Sequence[keras.callbacks.Callback] = ()) -> list[keras.callbacks.Callback]:
+                  extra: Sequence[keras.callbacks.Callback] = (), budget: Budget | None = None
+                  ) -> list[keras.callbacks.Callback]:
     """The callbacks of every fit, in the order they must run: Keras hands each the same logs dict,
-    so the derived and full-context val metrics come first, then whatever reads them."""
-    return [derived, validation, MlflowEpochLogger(), StopOnNonFiniteLoss(),
-            keras.callbacks.EarlyStopping(monitor="val_bpc", mode="min", patience=cfg.trainer.patience,
-                                          restore_best_weights=True),
-            *scheduler_callbacks(cfg.scheduler), *extra]
+    so the derived and full-context val metrics come first, then whatever reads them; the
+    progress line last, so it shows them all.
+
+    EarlyStopping restores the best round's weights at the end of training whoever stopped it
+    (Keras 3 restores in on_train_end whenever it has seen a round), so a budget stop ends on them too.
+    """
+    callbacks = [derived, validation, MlflowEpochLogger(), StopOnNonFiniteLoss(),
+                 keras.callbacks.EarlyStopping(monitor="val_bpc", mode="min", patience=cfg.trainer.patience,
+                                               restore_best_weights=True),
+                 *scheduler_callbacks(cfg.scheduler)]
+    if budget is not None:
+        schedule = budget_schedule(cfg.scheduler, float(cfg.optimizer.learning_rate))
+        if schedule is not None:
+            callbacks.append(LearningRateByProgress(schedule, budget.fraction))
+        callbacks.append(StopAtBudget(budget))
+    return [*callbacks, *extra, RoundProgress(budget)]
+
+
+def stopped_by(callbacks: Sequence[keras.callbacks.Callback]) -> str:
+    """What ended the fit: `budget`, `early_stopping` or `epochs` (all rounds ran)."""
+    if any(isinstance(c, StopAtBudget) and c.stopped for c in callbacks):
+        return "budget"
+    if any(isinstance(c, keras.callbacks.EarlyStopping) and c.stopped_epoch > 0 for c in callbacks):
+        return "early_stopping"
+    return "epochs"
 
 
 def evaluate_test(model: keras.Model, scorer: Any, stream: np.ndarray, chars: int, seq_len: int,
@@ -184,16 +243,19 @@ def ngram_baseline(cfg: Any, texts: dict[str, list[str]], cache_path: Path | Non
 
 
 def train(cfg: Any, callbacks: Sequence[keras.callbacks.Callback] = (), parent_run_id: str | None = None,
-          tags: dict[str, str] | None = None, on_run_start: Callable[[str], None] | None = None) -> dict[str, float]:
+          tags: dict[str, str] | None = None, on_run_start: Callable[[str], None] | None = None,
+          clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
     """Train one model as configured; log everything to one MLflow run; return the final metrics.
 
     `callbacks` run after the metric and logging callbacks (e.g. an Optuna pruning callback sees
-    each epoch's full-context val_bpc); `parent_run_id` nests the run under a sweep's parent run; `on_run_start(run_id)` is
-    called as soon as the MLflow run exists (a sweep records it on the trial).
+    each round's full-context val_bpc); `parent_run_id` nests the run under a sweep's parent run; `on_run_start(run_id)` is
+    called as soon as the MLflow run exists (a sweep records it on the trial); `clock` is what
+    `trainer.budget_minutes` is measured with (tests pass a fake one).
     """
     started = time.perf_counter()
-    configure_runtime(cfg.trainer)
     tr = cfg.trainer
+    check_trainer(tr)
+    configure_runtime(tr)
     splits = load_splits(cfg.data, cfg.data_size.songs)
     texts = {name: getattr(splits, name) for name in SPLITS}
     tokenizer, streams = tokenize_splits(cfg.tokenizer, texts, splits.cache_path)
@@ -201,8 +263,8 @@ def train(cfg: Any, callbacks: Sequence[keras.callbacks.Callback] = (), parent_r
     train_windows = make_windows(streams["train"], tr.seq_len, pad_last=False)
 
     batches = max(len(train_windows.x) // tr.batch_size, 1)
-    steps = min(batches, tr.steps_per_epoch) if tr.steps_per_epoch else batches
-    train_ds = to_dataset(train_windows, tr.batch_size, shuffle=True, seed=tr.seed, repeat=bool(tr.steps_per_epoch))
+    sized = bool(tr.steps_per_epoch or tr.get("eval_every_steps") or tr.get("eval_every_minutes"))
+    train_ds = to_dataset(train_windows, tr.batch_size, shuffle=True, seed=tr.seed, repeat=sized)
 
     summary = splits.summary()
     for name in SPLITS:
@@ -214,33 +276,52 @@ def train(cfg: Any, callbacks: Sequence[keras.callbacks.Callback] = (), parent_r
         if on_run_start:
             on_run_start(run.info.run_id)
         model = build_model(cfg, tokenizer.vocab_size)
-        compile_model(model, build_optimizer(cfg, steps))
+        budget = Budget(tr.budget_minutes, clock) if tr.get("budget_minutes") else None
+        if budget is not None:
+            budget.start()  # before the throughput probe: the budget counts it
+        probe_start = time.perf_counter()
+        steps = steps_per_round(tr, batches, lambda: measure_steps_per_second(cfg, tokenizer.vocab_size, train_ds))
+        probe_seconds = time.perf_counter() - probe_start
+        compile_model(model, build_optimizer(cfg, steps, budget=budget is not None))
         derived = DerivedMetrics(tokens_per_step=tr.batch_size * tr.seq_len)
         scorer = full_context_scorer(model, tr)
         validation = FullContextValidation(scorer, streams["val"], chars["val"])
         mlflow.log_params({"data.vocab_size": tokenizer.vocab_size, "model.params": model.count_params()})
         mlflow.log_metrics(baseline)
+        fit_list = fit_callbacks(cfg, derived, validation, callbacks, budget)
         fit_start = time.perf_counter()
-        # No validation_data: FullContextValidation scores the val split each epoch instead.
+        # No validation_data: FullContextValidation scores the val split each round instead.
+        # Under a budget, the budget (or early stopping) ends the run, never a round count.
         with diverged_as_non_finite_loss(model):
-            history = model.fit(train_ds, epochs=tr.epochs, steps_per_epoch=steps, shuffle=False,
-                                callbacks=fit_callbacks(cfg, derived, validation, callbacks),
-                                verbose=progress_verbosity(tr.verbose)).history
+            history = model.fit(train_ds, epochs=MAX_ROUNDS if budget else tr.epochs, steps_per_epoch=steps,
+                                shuffle=False, callbacks=fit_list, verbose=progress_verbosity(tr.verbose)).history
         fit_seconds = time.perf_counter() - fit_start
+        budget_used = budget.used_minutes() if budget else None
+        mlflow.set_tag("stopped_by", stopped_by(fit_list))
 
         eval_start = time.perf_counter()
         metrics = evaluate_test(model, scorer, streams["test"], chars["test"], tr.seq_len, tr.batch_size)
         metrics["eval_seconds"] = time.perf_counter() - eval_start
         best = int(np.argmin(history["val_bpc"]))
-        # best_*: the restored (best) epoch; the per-epoch series keep the plain names (val_bpc, ...).
+        # best_*: the restored (best) round; the per-round series keep the plain names (val_bpc, ...).
         metrics.update({f"best_{k}": float(history[k][best]) for k in ("val_bpc", "val_nll", "val_perplexity",
                                                                            "val_accuracy", "val_top5_accuracy")})
+        if budget is not None:
+            metrics.update({"budget_minutes": budget.minutes, "budget_used_minutes": budget_used})
+        if tr.get("eval_every_minutes"):
+            metrics["probe_seconds"] = probe_seconds
         metrics.update({
-            "best_epoch": float(best + 1),
-            "epochs_run": float(len(history["val_bpc"])), "params": float(model.count_params()),
-            "train_tokens_per_sec": steps * tr.batch_size * tr.seq_len * len(history["loss"]) / max(derived.train_seconds, 1e-9),
+            "best_round": float(best + 1), "rounds_run": float(len(history["val_bpc"])),
+            "steps_per_round": float(steps), "train_tokens": float(derived.tokens_seen),
+            "params": float(model.count_params()),
+            "train_tokens_per_sec": derived.tokens_seen / max(derived.train_seconds, 1e-9),
             "train_seconds": fit_seconds,
         })
+        # MFU: the model's training FLOP/s over this machine's measured (and cached) matmul peak.
+        peak = matmul_peak(tr.precision)
+        flops_per_token = training_flops_per_token(cfg, tokenizer.vocab_size)
+        metrics.update({"train_flops_per_token": flops_per_token, "matmul_peak_gflops": peak / 1e9,
+                        "mfu": model_flop_utilisation(flops_per_token, metrics["train_tokens_per_sec"], peak)})
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp)
             (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))

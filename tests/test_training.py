@@ -177,7 +177,7 @@ def test_early_stopping_restores_the_best_epoch_and_tests_it(store, tmp_path):
     cfg = compose([*tiny("lstm"), "trainer.epochs=4", "trainer.patience=1", *store])
     spoil = SpoilAfterFirstEpoch()
     metrics = train(cfg, callbacks=[spoil])
-    assert metrics["best_epoch"] == 1 and metrics["epochs_run"] == 2  # epoch 2 got worse: stopped, patience 1
+    assert metrics["best_round"] == 1 and metrics["rounds_run"] == 2  # round 2 got worse: stopped, patience 1
     series = [m.value for m in mlflow.MlflowClient().get_metric_history(only_run(tmp_path).info.run_id, "val_bpc")]
     assert series[1] > series[0] == pytest.approx(metrics["best_val_bpc"]) == pytest.approx(metrics["val_bpc"])
     for restored, first in zip(spoil.model.get_weights(), spoil.first):

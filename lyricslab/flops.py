@@ -1,0 +1,122 @@
+"""Model FLOPs per token and MFU (model FLOP utilisation), counted in one place.
+
+train() logs `mfu` for every run and bench/mfu.py reports it, both from `training_flops_per_token`.
+FLOPs are the model's matmuls, counted analytically from the config (2 FLOPs per multiply-add):
+the output head `2·d·V`, each RNN layer `2·gates·u·(in+u)` (plus the `2·u·d` projection when
+units ≠ embedding size), each transformer block `2·4·w²` (Q, K, V and output projections),
+`2·2·w·ff` (FFN) and `2·2·T·w` (attention scores and mixing over T = seq_len). Training is
+3 × forward (the backward pass costs twice the forward): the 6N + 12·L·T·w of PaLM's appendix B
+and nanoGPT's estimate_mfu. Embedding lookups, biases, norms and softmax are left out, as there.
+
+The denominator is a matmul peak measured on this machine at the run's precision (a datasheet
+peak for shared vCPUs is neither known nor reached), cached per device, core count and dtype.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+GATES = {"lstm": 4, "gru": 3, "simple_rnn": 1}  # weight matrices per RNN cell (Keras' kernel is in × gates·u)
+PEAK_DTYPES = {"float32": "float32", "bf16": "bfloat16"}  # trainer.precision -> matmul dtype
+
+
+def forward_flops_per_token(cfg: Any, vocab: int) -> float:
+    """Matmul FLOPs of one forward pass, per token, for the model `cfg` describes."""
+    m, e = cfg.model, cfg.embedding
+    if m.family == "rnn":
+        flops, width = 0.0, e.dim
+        for _ in range(m.layers):
+            flops += 2 * GATES[m.cell] * m.units * (width + m.units)
+            width = m.units
+        if m.units != e.dim:
+            flops += 2 * m.units * e.dim
+        return flops + 2 * e.dim * vocab
+    w, t = m.width, cfg.trainer.seq_len
+    per_layer = 2 * 4 * w * w + 2 * 2 * w * m.ff_dim + 2 * 2 * t * w  # projections, FFN, scores and mixing
+    return m.layers * per_layer + 2 * w * vocab
+
+
+def training_flops_per_token(cfg: Any, vocab: int) -> float:
+    """Forward + backward (twice the forward) matmul FLOPs per training token."""
+    return 3 * forward_flops_per_token(cfg, vocab)
+
+
+def device_name() -> str:
+    """The GPU TensorFlow would use, else the CPU model."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        return str(tf.config.experimental.get_device_details(gpus[0]).get("device_name", gpus[0].name))
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (a container's share, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def measure_matmul_peak(dtype: str = "float32", n: int | None = None, seconds: float = 1.5) -> float:
+    """FLOP/s of the fastest of repeated n×n matmuls in `dtype`, for about `seconds`.
+
+    n defaults to 2048 on a CPU (about 0.1-0.5 s a matmul on a few cores) and 8192 on a GPU,
+    where a smaller one would time the launch and the copy back rather than the arithmetic.
+    """
+    import tensorflow as tf
+
+    n = n or (8192 if tf.config.list_physical_devices("GPU") else 2048)
+    a = tf.random.normal((n, n), dtype=tf.float32)
+    a, b = tf.cast(a, dtype), tf.cast(tf.transpose(a), dtype)
+    tf.matmul(a, b).numpy()  # warm up (thread pools, kernel selection)
+    best, deadline = float("inf"), time.perf_counter() + seconds
+    while True:
+        start = time.perf_counter()
+        tf.matmul(a, b).numpy()
+        best = min(best, time.perf_counter() - start)
+        if time.perf_counter() > deadline:
+            return 2 * n**3 / best
+
+
+def peak_cache_path() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lyricslab" / "peak.json"
+
+
+def matmul_peak(precision: str, path: Path | None = None) -> float:
+    """The machine's measured matmul FLOP/s at `trainer.precision`, measured once and cached.
+
+    Measured once per device, core count and dtype, so every run on a machine shares one
+    denominator (its MFUs compare) and none pays the 1-2 s measurement again.
+    """
+    dtype = PEAK_DTYPES[str(precision)]
+    path = path or peak_cache_path()
+    key = f"{device_name()} | {usable_cores()} cores | {dtype}"
+    try:
+        cache = json.loads(path.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    if key not in cache:
+        cache[key] = measure_matmul_peak(dtype)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # parallel runs: write aside, rename into place
+        tmp.write_text(json.dumps(cache, indent=2))
+        tmp.replace(path)
+    return float(cache[key])
+
+
+def model_flop_utilisation(flops_per_token: float, tokens_per_second: float, peak: float) -> float:
+    """Model FLOP/s over the peak FLOP/s."""
+    return flops_per_token * tokens_per_second / peak
