@@ -2,9 +2,11 @@
 
     python -m lyricslab.compare [experiment=lyricslab] [sweep=demo] [top=20] [sort=val_bpc] [out=DIR]
     python -m lyricslab.compare experiment=all        # every experiment
+    python -m lyricslab.compare sweep=demo tracking_uri=http://127.0.0.1:5000   # runs on a tracking server
 
 Prints the table and writes leaderboard.md and leaderboard.csv (to `out`, default the current
 folder). With sweep=, the table is also logged to the sweep's MLflow parent run.
+tracking_uri is where the runs are (default sqlite:///mlruns/mlflow.db, as in conf/config.yaml).
 """
 
 from __future__ import annotations
