@@ -9,7 +9,7 @@ PORT    ?= 5000
 ARGS    ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run sweep ui test bench clean
+.PHONY: help install run sweep ui services test bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -32,6 +32,9 @@ sweep: install ## Optuna sweep: make sweep [SWEEP=demo] [WORKERS=1] [ARGS='n_tri
 ui: install ## MLflow UI for mlruns/ on http://127.0.0.1:$(PORT)
 	@mkdir -p mlruns
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --host 127.0.0.1 --port $(PORT)
+
+services: install ## PostgreSQL + MLflow server for sweeps across hosts: make services [ARGS=status|down]
+	PYTHON=$(abspath $(BIN))/python scripts/services.sh $(if $(ARGS),$(ARGS),up)
 
 test: install ## Run the test suite (tiny models, a few minutes on 2 cores)
 	$(BIN)/python -m pytest -q $(ARGS)

@@ -2,11 +2,13 @@
 
     python -m lyricslab.compare [experiment=lyricslab] [sweep=demo] [top=20] [sort=best_val_bpc] [out=DIR]
     python -m lyricslab.compare experiment=all        # every experiment
+    python -m lyricslab.compare sweep=demo tracking_uri=http://127.0.0.1:5000   # runs on a tracking server
 
 Prints the table and writes leaderboard.md and leaderboard.csv (to `out`, default the current
 folder). With sweep=, the table is also logged to the sweep's MLflow parent run. Rank by a
 validation column (the default): sorting by a test_* column is model selection on the test
 split, and it is allowed with a warning only.
+tracking_uri is where the runs are (default sqlite:///mlruns/mlflow.db, as in conf/config.yaml).
 """
 
 from __future__ import annotations

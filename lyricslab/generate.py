@@ -57,6 +57,10 @@ def parse_args(argv: list[str]) -> dict:
                          f"sampler=greedy")
     if opts["n"] < 1 or opts["max_tokens"] < 1:
         raise UsageError("n and max_tokens must be at least 1")
+    if opts["top_k"] is not None and opts["top_k"] < 1:
+        raise UsageError(f"top_k must be at least 1 (got {opts['top_k']})")
+    if opts["top_p"] is not None and not 0 < opts["top_p"] <= 1:
+        raise UsageError(f"top_p must be in (0, 1] (got {opts['top_p']})")
     return opts
 
 
@@ -68,9 +72,12 @@ def start_text(structure: str, prompt: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from lyricslab.tracking_server import TrackingServerError, check_reachable
+
     try:
         opts = parse_args(sys.argv[1:] if argv is None else argv)
-    except UsageError as err:
+        check_reachable(opts["tracking_uri"])  # in a second, not after MLflow's minutes of retries
+    except (UsageError, TrackingServerError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -79,8 +86,6 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm.auto import tqdm
 
     from lyricslab.bundle import BundleError, load_model_uri, load_run, sweep_best_run
-    from lyricslab.decoding import make_cache
-    from lyricslab.generation import generate
 
     mlflow.set_tracking_uri(opts["tracking_uri"])
     try:
@@ -91,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     except BundleError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    from lyricslab.decoding import make_cache  # Keras: imported once there is a model, so a wrong id fails fast
+    from lyricslab.generation import generate
+
     cache = make_cache(bundle.model)
     prompt = start_text(opts["structure"], opts["prompt"])
     songs = []

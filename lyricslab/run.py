@@ -45,19 +45,43 @@ def print_summary(metrics: dict[str, float], cfg: DictConfig) -> None:
     print("\n" + ui_hint(str(cfg.tracking.uri), run.info.experiment_id if run is not None else None))
 
 
+def compose_error(overrides: list[str]) -> str | None:
+    """Why these overrides do not compose, in one line; None when they do.
+
+    Hydra reports an unknown option or key over several lines that end in a HYDRA_FULL_ERROR
+    hint. Composing once up front turns that into one `error:` line. Anything with a flag
+    (--help, --cfg, -cp/-cn, --multirun) is left to Hydra as it is.
+    """
+    if any(arg.startswith("-") for arg in overrides):
+        return None
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_dir(CONF_DIR, version_base="1.3"):
+            compose("config", overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as err:
+        text = str(err).split("Config search path:")[0].replace(":\n\t", ": ").replace("\n\t", ", ")
+        return "; ".join(line.strip().rstrip(".") for line in text.splitlines() if line.strip())
+    return None
+
+
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     from lyricslab.budget import TrainerConfigError, check_trainer
+    from lyricslab.config_checks import ConfigError, check_config
     from lyricslab.data import DataError
     from lyricslab.data.prepare import resolve_path
 
     try:
-        resolve_path(cfg.data)  # a wrong data.path fails here, before TensorFlow loads
+        check_config(cfg)  # a value no training can use (epochs=-1, seq_len=0) fails before TensorFlow loads
         check_trainer(cfg.trainer)  # so does an impossible budget or evaluation cadence
+        resolve_path(cfg.data)  # and a wrong data.path
         from lyricslab.train import train
 
         metrics = train(cfg)
-    except (DataError, TrainerConfigError) as err:  # bad input: one line that says how to fix it, no traceback
+    except (ConfigError, TrainerConfigError, DataError) as err:  # bad input: one line that says how to fix it
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     print_summary(metrics, cfg)
@@ -65,4 +89,8 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    problem = compose_error(sys.argv[1:])
+    if problem:
+        print(f"error: {problem} (python -m lyricslab.run --help lists the groups and options)", file=sys.stderr)
+        sys.exit(2)
     main()

@@ -76,5 +76,6 @@ def make_storage(url: str | None, study_name: str, root: Path, heartbeat: dict[s
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         return HeartbeatJournalStorage(path, interval, grace, retry)
-    return optuna.storages.RDBStorage(url, heartbeat_interval=interval, grace_period=grace,
-                                      heartbeat_stale_trial_callback=retry)
+    from lyricslab.sweeps.rdb import open_storage  # checks the connection first: one-line errors, not tracebacks
+
+    return open_storage(url, heartbeat_interval=interval, grace_period=grace, heartbeat_stale_trial_callback=retry)
