@@ -67,7 +67,13 @@ def leaderboard(experiment: str | None = "lyricslab", sweep: str | None = None, 
     filters = [f"tags.sweep = '{sweep}'"] if sweep else []
     kwargs = {"search_all_experiments": True} if sweep or experiment in (None, "all") else \
         {"experiment_names": [experiment]}
+    if "experiment_names" in kwargs and mlflow.get_experiment_by_name(experiment) is None:
+        known = ", ".join(e.name for e in mlflow.search_experiments()) or "none yet"
+        raise ValueError(f"no experiment named {experiment!r} in {mlflow.get_tracking_uri()} (known: {known}); "
+                         f"pass experiment=<name> or experiment=all")
     runs = mlflow.search_runs(filter_string=" and ".join(filters), **kwargs)
+    if runs.empty:
+        return pd.DataFrame(columns=list(COLUMNS))
     if len(runs) and "tags.lyricslab.role" in runs:
         runs = runs[runs["tags.lyricslab.role"] != "sweep-parent"]
     if len(runs):

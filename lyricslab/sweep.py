@@ -31,7 +31,7 @@ def parse_args(argv: list[str]) -> tuple[str, int, int | None, dict[str, Any], l
             sys.exit(0)
         key, eq, value = arg.partition("=")
         if not eq:
-            raise SystemExit(f"error: {arg!r} is not key=value\n{USAGE}")
+            raise SystemExit(f"error: {arg!r} is not key=value; {USAGE}")
         if key == "sweep":
             sweep = value
         elif key in ("workers", "_worker"):  # _worker=K: set by the parent on the worker processes it starts
@@ -52,13 +52,14 @@ def parse_args(argv: list[str]) -> tuple[str, int, int | None, dict[str, Any], l
 
 def load(sweep: str, spec_over: dict[str, Any], hydra_over: list[str], check: bool = True):
     """The sweep spec; `check` composes the space against the configs (a worker skips it: its parent did)."""
-    from lyricslab.sweeps.spec import load_spec, validate
+    from lyricslab.sweeps.spec import check_choices, load_spec, validate
 
     nested = {k: v for k, v in spec_over.items() if isinstance(v, dict)}
     flat = {k: v for k, v in spec_over.items() if not isinstance(v, dict)}
     spec = load_spec(sweep, flat, extra_fixed=hydra_over)
     for head, values in nested.items():
         getattr(spec, head).update(values)
+    check_choices(spec)
     if check:
         validate(spec)
     return spec
@@ -325,7 +326,16 @@ def main(argv: list[str] | None = None) -> int:
     from lyricslab.sweeps import report
     from lyricslab.sweeps.workers import Supervisor, fail_dead_worker_trials
 
-    study = open_study(spec, worker or 0)
+    try:
+        study = open_study(spec, worker or 0)
+    except SpaceError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # an unusable storage URL: Optuna/SQLAlchemy raise many kinds
+        print(f"error: cannot open the study in storage={spec.storage} ({type(err).__name__}: "
+              f"{str(err).splitlines()[0] if str(err) else ''}); use journal, journal:PATH or a SQLAlchemy URL such as "
+              f"postgresql+psycopg://user:pass@host/db", file=sys.stderr)
+        return 2
     base_cfg = compose_trial(spec, {})
     try:
         from lyricslab.data.prepare import load_splits

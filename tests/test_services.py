@@ -42,9 +42,7 @@ NO_PSYCOPG = textwrap.dedent("""
     sys.argv = ["lyricslab.sweep", *sys.argv[1:]]
     runpy.run_module("lyricslab.sweep", run_name="__main__")
 """)
-MAIN_CATCHES_OPEN_STUDY = pytest.mark.xfail(
-    strict=True, reason="lyricslab/sweep.py main() opens the study after its `except SpaceError` block, so a "
-                        "StorageError from open_study() still prints a traceback; move open_study into that try")
+
 
 
 def env() -> dict[str, str]:
@@ -162,7 +160,6 @@ def assert_one_line_error(out, *needles: str):
     assert last.startswith("error: ") and all(n in last for n in needles), last
 
 
-@MAIN_CATCHES_OPEN_STUDY
 @pytest.mark.parametrize("case", ["unreachable", "no database", "bad password", "no driver"])
 def test_cli_storage_errors_are_one_line(case, services, tmp_path):  # noqa: F811
     url, prefix = services.db_url(), None

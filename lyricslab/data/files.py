@@ -103,4 +103,8 @@ def read_header(path: Path) -> list[str]:
         except READ_ERRORS as err:
             raise unreadable(path, source.packing, err) from err
     line = bytes(head).split(b"\n", 1)[0].decode("utf-8", errors="replace").lstrip("\ufeff").strip()
-    return next(csv.reader([line]), []) if line else []
+    try:
+        return next(csv.reader([line]), []) if line else []
+    except csv.Error as err:  # e.g. a binary file whose first "line" holds a bare carriage return
+        raise DataError(f"{path} does not start with a CSV header ({err}); expected the Genius schema "
+                        f"(title,tag,artist,...)") from None

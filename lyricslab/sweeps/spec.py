@@ -119,7 +119,13 @@ def load_spec(name: str, overrides: dict[str, Any] | None = None, extra_fixed: l
     """Read a sweep file; `overrides` replace its top-level keys (n_trials=.., storage=..); `extra_fixed`
     (command-line Hydra overrides) apply to every trial, and pin the keys the sweep searches."""
     path = sweep_path(name)
-    raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True) or {}
+    try:
+        raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True) or {}
+    except Exception as err:  # YAML syntax, interpolation: one line naming the file
+        raise SpaceError(f"{path.name} is not valid YAML ({str(err).splitlines()[0]}); fix the file") from None
+    if not isinstance(raw, dict):
+        raise SpaceError(f"{path.name} must be a mapping of sweep keys (study_name, n_trials, params, ...), "
+                         f"not a {type(raw).__name__}")
     raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
     unknown = set(raw) - {"study_name", "n_trials", "timeout", "objectives", "sampler", "pruner", "fixed", "params",
                           "max_failed_share", "storage", "heartbeat"}
@@ -127,17 +133,31 @@ def load_spec(name: str, overrides: dict[str, Any] | None = None, extra_fixed: l
         raise SpaceError(f"{path.name}: unknown keys {sorted(unknown)}")
     params = dict(raw.get("params") or {})
     extra_fixed, pinned = split_pins(params, list(extra_fixed or []))
+    try:
+        numbers = {"n_trials": int(raw.get("n_trials", 10)), "max_failed_share": float(raw.get("max_failed_share", 0.5))}
+    except (TypeError, ValueError):
+        raise SpaceError(f"{path.name}: n_trials must be a whole number and max_failed_share a number in [0, 1] "
+                         f"(got {raw.get('n_trials')!r}, {raw.get('max_failed_share')!r})") from None
     spec = SweepSpec(
         name=path.stem, path=path, study_name=str(raw.get("study_name") or path.stem),
-        n_trials=int(raw.get("n_trials", 10)), timeout=raw.get("timeout"),
+        n_trials=numbers["n_trials"], timeout=raw.get("timeout"),
         objectives=_objectives(raw.get("objectives", ["val_bpc"])),
         sampler=dict(raw.get("sampler") or {"name": "tpe", "seed": 42}),
         pruner=dict(raw.get("pruner") or {"name": "median"}),
         fixed=[*(raw.get("fixed") or []), *extra_fixed], params=params, pinned=pinned,
-        max_failed_share=float(raw.get("max_failed_share", 0.5)), storage=raw.get("storage"),
+        max_failed_share=numbers["max_failed_share"], storage=raw.get("storage"),
         heartbeat={"interval": 10, "grace": 60, "max_retry": 2, **(raw.get("heartbeat") or {})},
     )
     spec.space = parse_space(spec.params, spec.fixed_values, spec.pinned)
+    check_choices(spec)
+    if spec.n_trials < 1:
+        raise SpaceError(f"{path.name}: n_trials must be at least 1")
+    return spec
+
+
+def check_choices(spec: SweepSpec) -> None:
+    """Sampler and pruner names (again after command-line overrides such as sampler.name=...)."""
+    path = spec.path
     if spec.sampler.get("name") not in SAMPLERS:
         raise SpaceError(f"{path.name}: sampler.name must be one of {SAMPLERS}, not {spec.sampler.get('name')!r}")
     if spec.sampler.get("name") == "cmaes" and importlib.util.find_spec("cmaes") is None:
@@ -145,9 +165,6 @@ def load_spec(name: str, overrides: dict[str, Any] | None = None, extra_fixed: l
         raise SpaceError(f"{path.name}: sampler cmaes needs the cmaes package (pip install cmaes, or make install)")
     if spec.pruner.get("name") not in PRUNERS:
         raise SpaceError(f"{path.name}: pruner.name must be one of {PRUNERS}, not {spec.pruner.get('name')!r}")
-    if spec.n_trials < 1:
-        raise SpaceError(f"{path.name}: n_trials must be at least 1")
-    return spec
 
 
 def validate(spec: SweepSpec) -> None:
