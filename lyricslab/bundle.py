@@ -108,3 +108,10 @@ def sweep_best_run(study: str) -> str:
     if not best:
         raise BundleError(f"sweep {study!r} has no finished trial yet")
     return best
+
+
+def load_source(run_id: str | None = None, model_uri: str | None = None, sweep: str | None = None) -> Bundle:
+    """The bundle a CLI names: a registered model URI, a run id, or a sweep's best trial."""
+    if model_uri:
+        return load_model_uri(model_uri)
+    return load_run(run_id or sweep_best_run(sweep))

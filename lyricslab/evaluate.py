@@ -153,15 +153,12 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow
 
-    from lyricslab.bundle import BundleError, load_model_uri, load_run, sweep_best_run
+    from lyricslab.bundle import BundleError, load_source
     from lyricslab.data import DataError
 
     mlflow.set_tracking_uri(opts["tracking_uri"])
     try:
-        if opts.get("model_uri"):
-            bundle = load_model_uri(opts["model_uri"])
-        else:
-            bundle = load_run(opts.get("run_id") or sweep_best_run(opts["sweep"]))
+        bundle = load_source(opts.get("run_id"), opts.get("model_uri"), opts.get("sweep"))
         print(f"reading {opts['csv']} with the run's filters ...", file=sys.stderr)
         songs = read_csv_songs(bundle.cfg.data, opts["csv"])
         print(f"scoring {len(songs):,} songs with {bundle.source} ...", file=sys.stderr)

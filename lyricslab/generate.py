@@ -85,14 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     import mlflow
     from tqdm.auto import tqdm
 
-    from lyricslab.bundle import BundleError, load_model_uri, load_run, sweep_best_run
+    from lyricslab.bundle import BundleError, load_source
 
     mlflow.set_tracking_uri(opts["tracking_uri"])
     try:
-        if opts.get("model_uri"):
-            bundle = load_model_uri(opts["model_uri"])
-        else:
-            bundle = load_run(opts.get("run_id") or sweep_best_run(opts["sweep"]))
+        bundle = load_source(opts.get("run_id"), opts.get("model_uri"), opts.get("sweep"))
     except BundleError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -51,17 +51,7 @@ class Tick(keras.callbacks.Callback):
         self.clock.now += self.seconds
 
 
-class SpoilAfterFirstRound(keras.callbacks.Callback):
-    """Keeps the round-1 weights, then replaces them with noise so that every later round is worse."""
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == 0:
-            self.first = [w.copy() for w in self.model.get_weights()]
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch == 1:
-            rng = np.random.default_rng(0)
-            self.model.set_weights([rng.normal(0, 3, w.shape).astype(w.dtype) for w in self.model.get_weights()])
+from tests.callbacks import SpoilAfterFirstRound  # noqa: E402
 
 
 def the_run(tmp_path):

@@ -155,17 +155,7 @@ def test_test_bits_per_char_known_answer(store, tmp_path):
     assert metrics["test_bpc_windowed"] == pytest.approx(metrics["test_bpc"], rel=1e-6)
 
 
-class SpoilAfterFirstEpoch(keras.callbacks.Callback):
-    """Keeps the epoch-1 weights, then replaces them with noise so that every later epoch is worse."""
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == 0:
-            self.first = [w.copy() for w in self.model.get_weights()]
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch == 1:
-            rng = np.random.default_rng(0)
-            self.model.set_weights([rng.normal(0, 3, w.shape).astype(w.dtype) for w in self.model.get_weights()])
+from tests.callbacks import SpoilAfterFirstRound as SpoilAfterFirstEpoch  # noqa: E402
 
 
 def test_early_stopping_restores_the_best_epoch_and_tests_it(store, tmp_path):
