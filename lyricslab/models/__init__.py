@@ -1,0 +1,27 @@
+"""Every lyricslab model, built from the config in one place (`build_model`): one file per family.
+
+All models map token ids (batch, time) to next-token logits (batch, time, vocab).
+The output layer is the embedding run in reverse (keras_hub ReversibleEmbedding), so
+`embedding.tied=true` shares one matrix between input and output.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from lyricslab.models.rnn import RNN_CELLS, build_rnn
+from lyricslab.models.transformer import build_transformer
+
+if TYPE_CHECKING:
+    import keras
+
+__all__ = ["BUILDERS", "RNN_CELLS", "build_model"]
+
+BUILDERS = {"rnn": build_rnn, "transformer": build_transformer}
+
+
+def build_model(cfg: Any, vocab_size: int) -> keras.Model:
+    family = cfg.model.family
+    if family not in BUILDERS:
+        raise ValueError(f"model.family must be one of {sorted(BUILDERS)}, not {family!r}")
+    return BUILDERS[family](cfg, vocab_size)

@@ -1,0 +1,30 @@
+"""Stacked RNN language model: SimpleRNN, LSTM or GRU cells (`model.family: rnn`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lyricslab.runtime import quiet_tensorflow
+
+quiet_tensorflow()  # before keras: TensorFlow's start-up lines stay off the console
+import keras  # noqa: E402
+import keras_hub  # noqa: E402
+
+
+RNN_CELLS = {"simple_rnn": keras.layers.SimpleRNN, "lstm": keras.layers.LSTM, "gru": keras.layers.GRU}
+
+
+def build_rnn(cfg: Any, vocab_size: int) -> keras.Model:
+    """Embedding -> stacked RNN layers -> (projection if tied) -> logits."""
+    m, emb, drop = cfg.model, cfg.embedding, cfg.dropout
+    tokens = keras.Input(shape=(None,), dtype="int32", name="tokens")
+    embedding = keras_hub.layers.ReversibleEmbedding(vocab_size, emb.dim, tie_weights=emb.tied, name="embedding")
+    x = keras.layers.Dropout(drop.rate, name="embedding_dropout")(embedding(tokens))
+    for i in range(m.layers):
+        x = RNN_CELLS[m.cell](m.units, return_sequences=True, recurrent_dropout=drop.recurrent, name=f"{m.cell}_{i}")(x)
+        x = keras.layers.Dropout(drop.rate, name=f"dropout_{i}")(x)
+    if m.units != emb.dim:  # the reversed embedding expects vectors of the embedding size
+        x = keras.layers.Dense(emb.dim, name="projection")(x)
+    logits = embedding(x, reverse=True)
+    logits = keras.layers.Activation("linear", dtype="float32", name="logits")(logits)  # fp32 under bf16
+    return keras.Model(tokens, logits, name=m.name)
