@@ -56,6 +56,23 @@ class DerivedMetrics(keras.callbacks.Callback):
         logs["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
 
+class ResetStatesEachPass(keras.callbacks.Callback):
+    """Carried-state training: zero the RNN states where a pass over the rows starts again, so the
+    state from the end of one row never flows into its beginning. Counted in steps, because rounds
+    (Keras epochs) need not be passes."""
+
+    def __init__(self, steps_per_pass: int):
+        super().__init__()
+        self.steps_per_pass, self.step = steps_per_pass, 0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.step % self.steps_per_pass == 0:
+            for layer in self.model.layers:
+                if getattr(layer, "stateful", False):
+                    layer.reset_state()
+        self.step += 1
+
+
 class FullContextValidation(keras.callbacks.Callback):
     """val_nll, val_bpc, val_perplexity, val_accuracy, val_top5_accuracy (and val_seconds) each epoch.
 

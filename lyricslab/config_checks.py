@@ -71,6 +71,13 @@ def check_config(cfg: DictConfig) -> None:
     present, temperatures = get("samples.temperatures")
     if present and not (OmegaConf.is_list(temperatures) and all(_number(t) and t > 0 for t in temperatures)):
         raise ConfigError(f"samples.temperatures must be a list of numbers > 0, e.g. [0.8], not {temperatures!r}")
+    present, carry = get("trainer.carry_state")
+    if present and not isinstance(carry, bool):
+        raise ConfigError(f"trainer.carry_state must be true or false, not {carry!r}")
+    _, family = get("model.family")
+    if carry and family != "rnn":
+        raise ConfigError(f"trainer.carry_state=true needs an RNN (model=lstm, gru or simple_rnn); a {family} has no "
+                          f"state to carry: give it a longer trainer.seq_len instead")
     _, val = get("data.val_fraction")
     _, test = get("data.test_fraction")
     if _number(val) and _number(test) and val + test >= 1:

@@ -138,7 +138,8 @@ class CarriedStateScorer:
         self.layers = [layer for layer in model.layers if isinstance(layer, keras.layers.RNN)]
         self.twins = []
         for layer in self.layers:
-            twin = type(layer).from_config({**layer.get_config(), "return_state": True, "name": f"{layer.name}_eval"})
+            twin = type(layer).from_config({**layer.get_config(), "return_state": True, "stateful": False,
+                                          "name": f"{layer.name}_eval"})
             twin(keras.ops.zeros((1, 1, layer.cell.kernel.shape[0]), dtype=layer.compute_dtype))  # builds it
             self.twins.append(twin)
         self.step = tf.function(self._step, reduce_retracing=True)

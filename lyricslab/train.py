@@ -30,7 +30,7 @@ from omegaconf import OmegaConf  # noqa: E402
 from lyricslab import tracking  # noqa: E402
 from lyricslab.budget import Budget, check_trainer, steps_for_minutes  # noqa: E402
 from lyricslab.callbacks import (DerivedMetrics, FullContextValidation, LearningRateByProgress,  # noqa: E402
-                                 RoundProgress, StopAtBudget, ThroughputProbe)
+                                 ResetStatesEachPass, RoundProgress, StopAtBudget, ThroughputProbe)
 from lyricslab.data import load_splits  # noqa: E402
 from lyricslab.data.prepare import SPLITS  # noqa: E402
 from lyricslab.bundle import save_bundle  # noqa: E402
@@ -39,11 +39,12 @@ from lyricslab.flops import matmul_peak, model_flop_utilisation, training_flops_
 from lyricslab.generation import write_samples  # noqa: E402
 from lyricslab.lyric_metrics import sample_metrics  # noqa: E402
 from lyricslab.models import build_model  # noqa: E402
+from lyricslab.models.rnn import build_rnn  # noqa: E402
 from lyricslab.ngram import baseline_bpc  # noqa: E402
 from lyricslab.optim import budget_schedule, build_optimizer, scheduler_callbacks  # noqa: E402
 from lyricslab.plots import learning_curves  # noqa: E402
 from lyricslab.tokenizers import Tokenizer, load_tokenizer, train_tokenizer  # noqa: E402
-from lyricslab.windows import make_windows, to_dataset  # noqa: E402
+from lyricslab.windows import Windows, carried_batches, make_windows, to_dataset  # noqa: E402
 
 
 MAX_ROUNDS = 1_000_000  # under a budget: "unbounded"; the budget or early stopping ends the fit
@@ -126,6 +127,30 @@ def compile_model(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> 
     )
 
 
+def build_training_model(cfg: Any, vocab_size: int) -> keras.Model:
+    """The model that `fit` trains: with `trainer.carry_state` a stateful RNN of fixed batch size,
+    otherwise the plain model. `plain_model` turns the first kind into the second after training."""
+    if cfg.trainer.get("carry_state"):
+        return build_rnn(cfg, vocab_size, stateful_batch=int(cfg.trainer.batch_size))
+    return build_model(cfg, vocab_size)
+
+
+def plain_model(cfg: Any, model: keras.Model, vocab_size: int) -> keras.Model:
+    """The trained weights in a model of any batch size, for scoring, sampling and saving."""
+    if not cfg.trainer.get("carry_state"):
+        return model
+    plain = build_model(cfg, vocab_size)
+    plain.set_weights(model.get_weights())  # same layers in the same order: only the batch size differs
+    return plain
+
+
+def training_windows(tr: Any, stream: np.ndarray) -> Windows:
+    """Shuffled independent windows; or, with `trainer.carry_state`, batches of parallel rows in order."""
+    if tr.get("carry_state"):
+        return carried_batches(stream, int(tr.batch_size), int(tr.seq_len))
+    return make_windows(stream, tr.seq_len, pad_last=False)
+
+
 PROBE_MAX_STEPS = 200  # a throughput probe stops sooner: see ThroughputProbe
 
 
@@ -135,7 +160,7 @@ def measure_steps_per_second(cfg: Any, vocab_size: int, train_ds: Any) -> float:
     A copy, so the real run's weights, optimizer state and step-keyed lr schedule (which needs the
     round size this sizes) are untouched; the price is one more graph trace and a few steps.
     """
-    probe = build_model(cfg, vocab_size)
+    probe = build_training_model(cfg, vocab_size)
     compile_model(probe, build_optimizer(cfg, 1))
     timer = ThroughputProbe()
     probe.fit(train_ds, epochs=1, steps_per_epoch=PROBE_MAX_STEPS, shuffle=False, verbose=0, callbacks=[timer])
@@ -260,11 +285,12 @@ def train(cfg: Any, callbacks: Sequence[keras.callbacks.Callback] = (), parent_r
     texts = {name: getattr(splits, name) for name in SPLITS}
     tokenizer, streams = tokenize_splits(cfg.tokenizer, texts, splits.cache_path)
     chars = {name: sum(len(s) + 1 for s in texts[name]) for name in SPLITS}  # +1: the end-of-song mark
-    train_windows = make_windows(streams["train"], tr.seq_len, pad_last=False)
+    train_windows = training_windows(tr, streams["train"])
+    carried = bool(tr.get("carry_state"))
 
     batches = max(len(train_windows.x) // tr.batch_size, 1)
     sized = bool(tr.steps_per_epoch or tr.get("eval_every_steps") or tr.get("eval_every_minutes"))
-    train_ds = to_dataset(train_windows, tr.batch_size, shuffle=True, seed=tr.seed, repeat=sized)
+    train_ds = to_dataset(train_windows, tr.batch_size, shuffle=not carried, seed=tr.seed, repeat=sized or carried)
 
     summary = splits.summary()
     for name in SPLITS:
@@ -275,7 +301,7 @@ def train(cfg: Any, callbacks: Sequence[keras.callbacks.Callback] = (), parent_r
     with tracking.training_run(cfg, parent_run_id=parent_run_id, tags=tags) as run:
         if on_run_start:
             on_run_start(run.info.run_id)
-        model = build_model(cfg, tokenizer.vocab_size)
+        model = build_training_model(cfg, tokenizer.vocab_size)
         budget = Budget(tr.budget_minutes, clock) if tr.get("budget_minutes") else None
         if budget is not None:
             budget.start()  # before the throughput probe: the budget counts it
@@ -288,7 +314,8 @@ def train(cfg: Any, callbacks: Sequence[keras.callbacks.Callback] = (), parent_r
         validation = FullContextValidation(scorer, streams["val"], chars["val"])
         mlflow.log_params({"data.vocab_size": tokenizer.vocab_size, "model.params": model.count_params()})
         mlflow.log_metrics(baseline)
-        fit_list = fit_callbacks(cfg, derived, validation, callbacks, budget)
+        extra = [ResetStatesEachPass(batches), *callbacks] if carried else callbacks
+        fit_list = fit_callbacks(cfg, derived, validation, extra, budget)
         fit_start = time.perf_counter()
         # No validation_data: FullContextValidation scores the val split each round instead.
         # Under a budget, the budget (or early stopping) ends the run, never a round count.
@@ -298,6 +325,7 @@ def train(cfg: Any, callbacks: Sequence[keras.callbacks.Callback] = (), parent_r
         fit_seconds = time.perf_counter() - fit_start
         budget_used = budget.used_minutes() if budget else None
         mlflow.set_tag("stopped_by", stopped_by(fit_list))
+        model = plain_model(cfg, model, tokenizer.vocab_size)
 
         eval_start = time.perf_counter()
         metrics = evaluate_test(model, scorer, streams["test"], chars["test"], tr.seq_len, tr.batch_size)

@@ -99,6 +99,26 @@ def parallel_streams(stream: np.ndarray, rows: int, chunk: int) -> Windows:
     return Windows(x, y, w)
 
 
+def carried_batches(stream: np.ndarray, rows: int, chunk: int) -> Windows:
+    """Training batches for carried state (truncated backprop through time, as char-rnn does).
+
+    The stream is cut into `rows` parallel rows (`parallel_streams`); batch k holds chunk k of every
+    row, in row order, so row i of batch k+1 continues row i of batch k, and a stateful RNN that
+    carries its state from batch to batch sees each row as one long sequence. Taken in order, never
+    shuffled: `to_dataset(..., batch_size=rows, shuffle=False)`.
+    """
+    parallel = parallel_streams(stream, rows, chunk)
+    if len(parallel.x) != rows:  # a stateful model's batch size is fixed: every batch needs all its rows
+        raise ValueError(f"the train split has too few tokens for {rows} rows of trainer.seq_len={chunk}; "
+                         f"lower trainer.batch_size or trainer.seq_len, or use more data")
+    n = parallel.x.shape[1] // chunk
+
+    def time_major(a: np.ndarray) -> np.ndarray:
+        return a.reshape(len(a), n, chunk).transpose(1, 0, 2).reshape(-1, chunk)
+
+    return Windows(time_major(parallel.x), time_major(parallel.y), time_major(parallel.w))
+
+
 def to_dataset(windows: Windows, batch_size: int, shuffle: bool, seed: int, repeat: bool = False):
     """Training batches are full (tokens/s counts exact work); evaluation keeps every window."""
     import tensorflow as tf

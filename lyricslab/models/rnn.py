@@ -14,14 +14,20 @@ import keras_hub  # noqa: E402
 RNN_CELLS = {"simple_rnn": keras.layers.SimpleRNN, "lstm": keras.layers.LSTM, "gru": keras.layers.GRU}
 
 
-def build_rnn(cfg: Any, vocab_size: int) -> keras.Model:
-    """Embedding -> stacked RNN layers -> (projection if tied) -> logits."""
+def build_rnn(cfg: Any, vocab_size: int, stateful_batch: int | None = None) -> keras.Model:
+    """Embedding -> stacked RNN layers -> (projection if tied) -> logits.
+
+    `stateful_batch`: a model for carried-state training (`trainer.carry_state`): its RNN layers keep
+    their final state as the next batch's initial state, which needs that fixed batch size. Its
+    weights are the same list as the plain model's, so the plain one takes them after training.
+    """
     m, emb, drop = cfg.model, cfg.embedding, cfg.dropout
-    tokens = keras.Input(shape=(None,), dtype="int32", name="tokens")
+    tokens = keras.Input(shape=(None,), batch_size=stateful_batch, dtype="int32", name="tokens")
     embedding = keras_hub.layers.ReversibleEmbedding(vocab_size, emb.dim, tie_weights=emb.tied, name="embedding")
     x = keras.layers.Dropout(drop.rate, name="embedding_dropout")(embedding(tokens))
     for i in range(m.layers):
-        x = RNN_CELLS[m.cell](m.units, return_sequences=True, recurrent_dropout=drop.recurrent, name=f"{m.cell}_{i}")(x)
+        x = RNN_CELLS[m.cell](m.units, return_sequences=True, recurrent_dropout=drop.recurrent,
+                              stateful=stateful_batch is not None, name=f"{m.cell}_{i}")(x)
         x = keras.layers.Dropout(drop.rate, name=f"dropout_{i}")(x)
     if m.units != emb.dim:  # the reversed embedding expects vectors of the embedding size
         x = keras.layers.Dense(emb.dim, name="projection")(x)
