@@ -120,13 +120,19 @@ def machine() -> dict:
     return out
 
 
-def record(key: str, title: str, budget: str, checks: list[dict], figures: dict[str, object]) -> dict:
-    """Print and store one benchmark's entry in results.json (read by `python -m bench report`)."""
+def record(key: str, title: str, budget: str, checks: list[dict], figures: dict[str, object],
+           texts: dict[str, str] | None = None) -> dict:
+    """Print and store one benchmark's entry in results.json (read by `python -m bench report`).
+
+    `texts`: titled multi-line outputs (e.g. generated samples), shown verbatim in the report."""
     entry = {"title": title, "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-             "machine": machine(), "budget": budget, "quick": quick(), "checks": checks, "figures": figures}
+             "machine": machine(), "budget": budget, "quick": quick(), "checks": checks, "figures": figures,
+             "texts": texts or {}}
     print(f"\n## {title}")
     for name, value in figures.items():
         print(f"  {name:<52} {value:.4g}" if isinstance(value, float) else f"  {name:<52} {value}")
+    for name, text in (texts or {}).items():
+        print(f"  {name}:\n{text}")
     path = results_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     results = json.loads(path.read_text()) if path.exists() else {}

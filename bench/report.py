@@ -26,6 +26,7 @@ SECTIONS = [
     ("sweep.overhead", "Sweep overhead per trial", "python -m bench.sweep overhead", "sweep.py", "overhead"),
     ("sweep.pruning", "Sweep pruning savings", "python -m bench.sweep pruning", "sweep.py", "pruning"),
     ("sweep.memory", "Sweep memory", "python -m bench.sweep memory", "sweep.py", "memory"),
+    ("quality", "Quality on real lyrics", "python -m bench quality", "quality.py", None),
 ]
 
 INTRO = """\
@@ -113,6 +114,8 @@ def section(title: str, command: str, file: str, function: str | None, entry: di
         lines += ["| figure | value |", "|---|---|"]
         lines += [f"| {name} | {figure_cell(value)} |" for name, value in entry["figures"].items()]
         lines.append("")
+    for name, text in entry.get("texts", {}).items():
+        lines += [f"{name}:", "", "```text", text, "```", ""]
     return lines
 
 

@@ -14,7 +14,7 @@ import time
 import warnings
 from typing import Any
 
-SPEC_KEYS = {"study_name", "n_trials", "timeout", "storage", "sampler", "pruner", "max_failed_share", "heartbeat",
+SPEC_KEYS = {"study_name", "n_trials", "timeout", "budget_minutes", "storage", "sampler", "pruner", "max_failed_share", "heartbeat",
              "objectives"}
 USAGE = ("usage: python -m lyricslab.sweep sweep=<name> [n_trials=N] [workers=N] [storage=URL] [timeout=S] "
          "[study_name=..] [Hydra overrides...]")
@@ -108,14 +108,15 @@ def make_sampler(spec, worker: int = 0):
     return optuna.samplers.GridSampler(grid, seed=seed)
 
 
-def make_pruner(spec, epochs: int):
+def make_pruner(spec, rounds: int):
+    """Median or Hyperband pruning over evaluation rounds; `rounds` is the most a trial runs."""
     import optuna
 
     p = spec.pruner
     if spec.multi_objective or p.get("name") == "none":
         return optuna.pruners.NopPruner()
     if p.get("name") == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=int(p.get("min_resource", 1)), max_resource=epochs,
+        return optuna.pruners.HyperbandPruner(min_resource=int(p.get("min_resource", 1)), max_resource=rounds,
                                               reduction_factor=int(p.get("reduction_factor", 3)))
     return optuna.pruners.MedianPruner(n_startup_trials=int(p.get("n_startup_trials", 3)),
                                        n_warmup_steps=int(p.get("n_warmup_steps", 1)))
@@ -160,7 +161,9 @@ def progress_line(study, trial) -> None:
           + (f"  ({note[:120]})" if note else ""), flush=True)
 
 
-def objective_factory(spec, parent_run_id: str, worker: int = 0):
+def objective_factory(spec, parent_run_id: str, worker: int = 0, deadline=None):
+    """The Optuna objective: one train() per trial. `deadline` (a SweepDeadline) cuts each trial's
+    `trainer.budget_minutes` to what is left of the sweep's budget."""
     import keras
     import mlflow
     import optuna
@@ -196,13 +199,15 @@ def objective_factory(spec, parent_run_id: str, worker: int = 0):
         try:
             values = sample(trial, spec.space, spec.fixed_values)
             cfg = compose_trial(spec, values)
+            if deadline is not None and cfg.trainer.get("budget_minutes"):
+                cfg.trainer.budget_minutes = deadline.trial_minutes(cfg.trainer.budget_minutes)
             # Reports every epoch (NopPruner just never prunes): curves for the intermediate-values plot.
             callbacks = [] if spec.multi_objective or monitor is None else [KerasPruningCallback(trial, monitor=monitor)]
             metrics = train(cfg, callbacks=callbacks, parent_run_id=parent_run_id, tags=tags, on_run_start=on_start)
         except optuna.TrialPruned:
             steps = trial.storage.get_trial(trial._trial_id).intermediate_values
             if run_ids and steps:
-                mlflow.MlflowClient().set_tag(run_ids[0], "pruned_at_epoch", str(max(steps) + 1))
+                mlflow.MlflowClient().set_tag(run_ids[0], "pruned_at_round", str(max(steps) + 1))
             tag_state("PRUNED")
             raise
         except Exception as err:
@@ -236,10 +241,12 @@ def open_study(spec, worker: int = 0):
     from lyricslab.sweeps.storage import make_storage
 
     storage = make_storage(spec.storage, spec.study_name, mlruns_root(), spec.heartbeat, retry_dead_trial(spec))
-    epochs = int(compose_trial(spec, {}).trainer.epochs)
+    from lyricslab.sweeps.deadline import rounds_per_trial
+
+    rounds = rounds_per_trial(compose_trial(spec, {}).trainer)
     return optuna.create_study(study_name=spec.study_name, storage=storage, load_if_exists=True,
                                directions=[o.direction for o in spec.objectives],
-                               sampler=make_sampler(spec, worker), pruner=make_pruner(spec, epochs))
+                               sampler=make_sampler(spec, worker), pruner=make_pruner(spec, rounds))
 
 
 def retry_dead_trial(spec):
@@ -257,6 +264,7 @@ def run_worker(spec, study, parent_run_id: str, callbacks=(), worker: int = 0) -
     from optuna.trial import TrialState
 
     from lyricslab.sweeps.budget import BudgetedStudy, BudgetSpent
+    from lyricslab.sweeps.deadline import SweepDeadline
     from lyricslab.sweeps.storage import trials_lock_path
     from lyricslab.sweeps.workers import fail_dead_worker_trials
 
@@ -268,16 +276,23 @@ def run_worker(spec, study, parent_run_id: str, callbacks=(), worker: int = 0) -
     study = BudgetedStudy(study, spec.n_trials, trials_lock_path(spec.storage, spec.study_name, mlruns_root()),
                           before_count=lambda s: fail_dead_worker_trials(s, retry))
     started = time.monotonic()
+    deadline = SweepDeadline(None if spec.timeout is None else float(spec.timeout) / 60.0)
+    per_trial = compose_trial(spec, {}).trainer.get("budget_minutes")
+
+    def stop_when_no_room(study, trial) -> None:  # the next trial would get too little of its budget
+        if not deadline.room_for(per_trial):
+            study.stop()
+
     while len(study.get_trials(deepcopy=False, states=counted)) < spec.n_trials and not guard.message:
         left = None if spec.timeout is None else float(spec.timeout) - (time.monotonic() - started)
-        if left is not None and left <= 0:
+        if (left is not None and left <= 0) or not deadline.room_for(per_trial):
             break
         try:
             # gc_after_trial=False: the objective's keras clear_session() has just run a full collection.
-            study.optimize(objective_factory(spec, parent_run_id, worker), n_trials=None, timeout=left,
+            study.optimize(objective_factory(spec, parent_run_id, worker, deadline), n_trials=None, timeout=left,
                            catch=(Exception,), gc_after_trial=False,
                            callbacks=[MaxTrialsCallback(spec.n_trials, states=counted), guard, progress_line,
-                                      *callbacks])
+                                      stop_when_no_room, *callbacks])
         except BudgetSpent:  # the other workers hold the remaining trials
             pass
         except UpdateFinishedTrialError as err:

@@ -115,7 +115,7 @@ def test_a_study_over_two_runs_logs_prunes_resumes_registers_and_reruns_its_best
             assert child.info.status == "FINISHED" and child.data.metrics["best_val_bpc"] == pytest.approx(trial.value)
     pruned = by_run[study.trials[2].user_attrs["mlflow_run_id"]]
     assert pruned.info.status == "KILLED" and pruned.data.tags["pruned"] == "true"
-    assert len(client.get_metric_history(pruned.info.run_id, "val_bpc")) == int(pruned.data.tags["pruned_at_epoch"]) == 1
+    assert len(client.get_metric_history(pruned.info.run_id, "val_bpc")) == int(pruned.data.tags["pruned_at_round"]) == 1
 
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"trials.csv", "best_config.yaml", "search_space.json", "optimization_history.html",
@@ -325,3 +325,19 @@ def test_a_dead_pid_on_this_host_fails_its_trial_and_a_live_one_does_not(tmp_pat
     assert fail_dead_worker_trials(study, RetryDeadWorkerTrial(2)) == [0]
     assert [t.state.name for t in study.trials] == ["FAIL", "RUNNING", "WAITING"]
     assert "died mid-trial" in study.trials[0].user_attrs["error"]
+
+
+def test_a_sweep_budget_fits_its_trials_and_stops_starting_them(tmp_path, no_plots):
+    args = setup_sweep(tmp_path, n=50, extra=["trainer.budget_minutes=0.1", "trainer.eval_every_steps=2"])
+    started_at = time.monotonic()
+    assert sweep.main([*args, "budget_minutes=0.3"]) == 0
+    elapsed = time.monotonic() - started_at
+    study = study_of(tmp_path)
+    done = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert 1 <= len(done) < 50  # the budget, not n_trials, ended it
+    parents, children = split(runs(tmp_path))
+    assert parents[0].data.params["sweep.budget_minutes"] == "0.3"
+    budgets = [c.data.metrics["budget_minutes"] for c in children]
+    assert budgets and all(b <= 0.1 + 1e-9 for b in budgets)
+    # No trial starts with less than half of its 0.1 minutes left: the last one ends soon after the 18 s.
+    assert elapsed < 18 + 60

@@ -35,7 +35,8 @@ def ensure_parent(study: optuna.Study, spec: SweepSpec, tracking_cfg: Any) -> st
     run_id = run.info.run_id
     study.set_user_attr(PARENT_ATTR, run_id)
     params = {"sweep.file": spec.path.name, "sweep.study_name": spec.study_name, "sweep.n_trials": spec.n_trials,
-              "sweep.timeout": spec.timeout, "sweep.objectives": [f"{o.metric}:{o.direction}" for o in spec.objectives],
+              "sweep.timeout": spec.timeout, "sweep.budget_minutes": spec.budget_minutes,
+              "sweep.objectives": [f"{o.metric}:{o.direction}" for o in spec.objectives],
               "sweep.sampler": json.dumps(spec.sampler), "sweep.pruner": json.dumps(spec.pruner),
               "sweep.fixed": " ".join(spec.fixed)}
     for key, value in params.items():

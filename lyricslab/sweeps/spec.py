@@ -36,7 +36,8 @@ class SweepSpec:
     study_name: str
     path: Path
     n_trials: int = 10
-    timeout: float | None = None
+    timeout: float | None = None  # seconds; `budget_minutes` (the whole sweep) replaces it when set (sweeps/deadline.py)
+    budget_minutes: float | None = None
     objectives: list[Objective] = field(default_factory=lambda: [Objective("val_bpc")])
     sampler: dict[str, Any] = field(default_factory=lambda: {"name": "tpe", "seed": 42})
     pruner: dict[str, Any] = field(default_factory=lambda: {"name": "median"})
@@ -127,7 +128,7 @@ def load_spec(name: str, overrides: dict[str, Any] | None = None, extra_fixed: l
         raise SpaceError(f"{path.name} must be a mapping of sweep keys (study_name, n_trials, params, ...), "
                          f"not a {type(raw).__name__}")
     raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    unknown = set(raw) - {"study_name", "n_trials", "timeout", "objectives", "sampler", "pruner", "fixed", "params",
+    unknown = set(raw) - {"study_name", "n_trials", "timeout", "budget_minutes", "objectives", "sampler", "pruner", "fixed", "params",
                           "max_failed_share", "storage", "heartbeat"}
     if unknown:
         raise SpaceError(f"{path.name}: unknown keys {sorted(unknown)}")
@@ -138,9 +139,14 @@ def load_spec(name: str, overrides: dict[str, Any] | None = None, extra_fixed: l
     except (TypeError, ValueError):
         raise SpaceError(f"{path.name}: n_trials must be a whole number and max_failed_share a number in [0, 1] "
                          f"(got {raw.get('n_trials')!r}, {raw.get('max_failed_share')!r})") from None
+    budget = raw.get("budget_minutes")
+    if budget is not None:
+        if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget > 0:
+            raise SpaceError(f"{path.name}: budget_minutes must be a number of minutes above 0, not {budget!r}")
     spec = SweepSpec(
         name=path.stem, path=path, study_name=str(raw.get("study_name") or path.stem),
-        n_trials=numbers["n_trials"], timeout=raw.get("timeout"),
+        n_trials=numbers["n_trials"], budget_minutes=budget,
+        timeout=raw.get("timeout") if budget is None else 60.0 * float(budget),
         objectives=_objectives(raw.get("objectives", ["val_bpc"])),
         sampler=dict(raw.get("sampler") or {"name": "tpe", "seed": 42}),
         pruner=dict(raw.get("pruner") or {"name": "median"}),
