@@ -51,8 +51,9 @@ class DerivedMetrics(keras.callbacks.Callback):
         logs["round"] = epoch + 1
         logs["tokens_seen"] = self.tokens_seen
         logs["tokens_per_sec"] = self.steps * self.tokens_per_step / max(train_time, 1e-9)
-        if "nll" in logs:
-            logs["perplexity"] = math.exp(min(float(logs["nll"]), 50.0))
+        if "loss" in logs:  # the mean next-token NLL of the round's training batches (no padding in them)
+            logs["nll"] = float(logs["loss"])
+            logs["perplexity"] = math.exp(min(logs["nll"], 50.0))
         logs["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
 

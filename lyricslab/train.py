@@ -115,16 +115,14 @@ def progress_verbosity(setting: Any) -> int:
 
 
 def compile_model(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> None:
-    model.compile(
-        optimizer=optimizer,
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        # Weighted by the padding mask, so val/test averages cover real tokens only.
-        weighted_metrics=[
-            keras.metrics.SparseCategoricalCrossentropy(from_logits=True, name="nll"),
-            keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
-            keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5_accuracy"),
-        ],
-    )
+    """The loss alone: no compiled metrics.
+
+    Validation and test are scored outside Keras (lyricslab.evaluation, exact and full-context), so
+    compiled metrics would only run on training batches, where a masked NLL duplicates the loss
+    (training windows have no padding) and accuracy / top-5 over the vocabulary cost up to half a
+    transformer step at vocab 8000 (bench/mfu.py). DerivedMetrics logs the loss as `nll`.
+    """
+    model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
 
 
 def build_training_model(cfg: Any, vocab_size: int) -> keras.Model:
