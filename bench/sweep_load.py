@@ -9,6 +9,7 @@ needs no extra package.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -164,7 +165,7 @@ def load() -> dict | None:
     Caveat: every worker, both servers and the benchmark share this machine's cores, so trials per
     minute measures the whole setup on one host, not what the servers could take from many hosts.
     """
-    from bench.services import ServicesError, missing_requirement, throwaway_services
+    from bench.services import ROOT, ServicesError, missing_requirement, throwaway_services
 
     reason = missing_requirement()
     if reason:
@@ -189,8 +190,10 @@ def load() -> dict | None:
             print(f"  sweep load: {workers} workers × {per_worker} trials on PostgreSQL + MLflow server ...",
                   flush=True)
             started = time.perf_counter()
+            # This checkout's lyricslab, whatever is installed: the sweep runs in the temporary folder.
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
             with log.open("w") as out:
-                code = subprocess.run(command, cwd=work, stdout=out, stderr=subprocess.STDOUT).returncode
+                code = subprocess.run(command, cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT).returncode
             wall = time.perf_counter() - started
             memory.stop()
             study = optuna.load_study(study_name="load", storage=services.db_url())
