@@ -39,7 +39,7 @@ services: install ## PostgreSQL + MLflow server for sweeps across hosts: make se
 test: install ## Run the test suite (tiny models, a few minutes on 2 cores)
 	$(BIN)/python -m pytest -q $(ARGS)
 
-bench: install ## Benchmarks, then BENCHMARKS.md from their results: make bench [ARGS='--quick' | ARGS='mfu ingest']
+bench: install ## Benchmarks, then BENCHMARKS.md from their results: make bench [ARGS='--quick' | ARGS='mfu ingest' | ARGS='sweep load']
 	$(BIN)/python -m bench $(ARGS)
 	$(BIN)/python -m bench $(filter --quick,$(ARGS)) report
 

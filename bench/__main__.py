@@ -1,5 +1,8 @@
-"""`python -m bench [--quick] [name ...]`: run the benchmarks (all by default); `python -m bench report`
-writes BENCHMARKS.md from their results.
+"""`python -m bench [--quick] [name [part ...] ...]`: run the benchmarks (all by default); `python -m
+bench report` writes BENCHMARKS.md from their results.
+
+Words after a benchmark's name that are its parts run only those: `python -m bench sweep load` runs
+the sweep load benchmark alone, `python -m bench sweep` every sweep part (load included).
 
 --quick runs each benchmark at tiny sizes to check that its code path works; its results go to
 bench/out/quick/, and `python -m bench --quick report` writes bench/out/quick/BENCHMARKS.md.
@@ -8,8 +11,25 @@ bench/out/quick/, and `python -m bench --quick report` writes bench/out/quick/BE
 import os
 import sys
 
+from bench.sweep import PARTS as SWEEP_PARTS  # light: bench.sweep imports TensorFlow only inside its parts
+
 NAMES = ["ingest", "throughput", "mfu", "generation", "sweep", "quality"]
-USAGE = f"usage: python -m bench [--quick] [{'|'.join(NAMES)} ...] | python -m bench [--quick] report"
+PARTS = {"sweep": SWEEP_PARTS}  # benchmarks made of parts that can run alone
+USAGE = (f"usage: python -m bench [--quick] [{'|'.join(NAMES)} [part ...] ...] | python -m bench [--quick] report"
+         f" (sweep parts: {', '.join(SWEEP_PARTS)})")
+
+
+def plan(args: list[str]) -> list[tuple[str, list[str]]]:
+    """[(benchmark, its parts or [] for all)], e.g. ["sweep", "load", "mfu"] -> [("sweep", ["load"]), ("mfu", [])]."""
+    out: list[tuple[str, list[str]]] = []
+    for word in args:
+        if word in NAMES:
+            out.append((word, []))
+        elif out and word in PARTS.get(out[-1][0], ()):
+            out[-1][1].append(word)
+        else:
+            raise SystemExit(f"error: unknown benchmark {word!r}; {USAGE}")
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -27,12 +47,12 @@ def main(argv: list[str] | None = None) -> None:
 
         write(results_path(), OUT / "quick" / "BENCHMARKS.md" if quick() else ROOT / "BENCHMARKS.md")
         return
-    unknown = [name for name in args if name not in NAMES]
-    if unknown:
-        raise SystemExit(f"error: unknown benchmark {unknown[0]!r}; {USAGE}")
-    for name in args or NAMES:
+    for name, parts in plan(args) or [(name, []) for name in NAMES]:
         module = __import__(f"bench.{name}", fromlist=["run"])
-        module.run()
+        if parts:
+            module.run(tuple(parts))
+        else:
+            module.run()
     print(f"\nresults in {results_path()}; `python -m bench {'--quick ' if quick() else ''}report` writes the Markdown")
 
 

@@ -26,7 +26,9 @@ SECTIONS = [
     ("sweep.overhead", "Sweep overhead per trial", "python -m bench.sweep overhead", "sweep.py", "overhead"),
     ("sweep.pruning", "Sweep pruning savings", "python -m bench.sweep pruning", "sweep.py", "pruning"),
     ("sweep.memory", "Sweep memory", "python -m bench.sweep memory", "sweep.py", "memory"),
-    ("quality", "Quality on real lyrics", "python -m bench quality", "quality.py", None),
+    ("sweep.load", "Sweep load on PostgreSQL and an MLflow server", "python -m bench sweep load", "sweep_load.py",
+     "load"),
+>>>>>>> h-load
 ]
 
 INTRO = """\

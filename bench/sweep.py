@@ -1,6 +1,7 @@
-"""Sweep benchmarks (`python -m bench sweep`, or `python -m bench.sweep memory overhead pruning`):
-pruning savings, per-trial overhead and memory across trials. Each part's docstring says what
-it measures; BENCHMARKS.md shows it beside the figures.
+"""Sweep benchmarks (`python -m bench sweep`, or some parts: `python -m bench sweep load`, `python -m
+bench.sweep memory overhead pruning load`): pruning savings, per-trial overhead, memory across
+trials, and parallel workers on PostgreSQL and an MLflow server (load). Each part's docstring says
+what it measures; BENCHMARKS.md shows it beside the figures.
 """
 
 from __future__ import annotations
@@ -211,7 +212,14 @@ def memory() -> dict:
     return record("sweep.memory", "Sweep memory", budget, checks, figures)
 
 
-PARTS = ("memory", "overhead", "pruning")
+def load() -> dict | None:
+    """Parallel workers on PostgreSQL and an MLflow server (bench/sweep_load.py says what it measures)."""
+    from bench.sweep_load import load as measure
+
+    return measure()
+
+
+PARTS = ("memory", "overhead", "pruning", "load")
 
 
 def run(parts: tuple[str, ...] = PARTS) -> None:

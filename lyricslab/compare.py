@@ -128,13 +128,23 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: unknown argument {arg!r}; use key=value with key in {sorted(opts)}", file=sys.stderr)
             return 2
         opts[key] = value
+    from lyricslab.tracking_server import TrackingServerError, check_reachable
+
+    top = int(opts["top"]) if opts["top"].strip().isdigit() else 0
+    try:
+        if top < 1:
+            raise ValueError(f"top must be a whole number of at least 1, not {opts['top']!r}; e.g. top=20")
+        _, warning = sort_column(opts["sort"])
+        check_reachable(opts["tracking_uri"])  # in a second, not after MLflow's minutes of retries
+    except (ValueError, TrackingServerError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow
 
     mlflow.set_tracking_uri(opts["tracking_uri"])
     try:
-        _, warning = sort_column(opts["sort"])
-        table = leaderboard(opts["experiment"], opts["sweep"], int(opts["top"]), opts["sort"])
+        table = leaderboard(opts["experiment"], opts["sweep"], top, opts["sort"])
     except (ValueError, mlflow.exceptions.MlflowException) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

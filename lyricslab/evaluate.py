@@ -145,9 +145,12 @@ def table(metrics: dict[str, float], name: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from lyricslab.tracking_server import TrackingServerError, check_reachable
+
     try:
         opts = parse_args(sys.argv[1:] if argv is None else argv)
-    except UsageError as err:
+        check_reachable(opts["tracking_uri"])  # in a second, not after MLflow's minutes of retries
+    except (UsageError, TrackingServerError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

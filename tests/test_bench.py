@@ -7,6 +7,10 @@ measurement. No training here.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import time
 
 import pytest
 
@@ -108,3 +112,88 @@ def test_interleaved_swaps_which_side_goes_first_each_round():
     best_a, best_b = interleaved(lambda: order.append("a") or 2.0, lambda: order.append("b") or 1.0, rounds=4)
     assert order == ["a", "b", "b", "a", "a", "b", "b", "a"]
     assert (best_a, best_b) == (2.0, 1.0)
+
+
+# --- choosing benchmarks and parts; the sweep load benchmark's own logic (no servers, no training) ----------
+
+def test_words_after_a_benchmark_select_its_parts():
+    from bench.__main__ import plan
+
+    assert plan(["sweep", "load"]) == [("sweep", ["load"])]
+    assert plan(["sweep"]) == [("sweep", [])]  # every part, load included
+    assert plan(["mfu", "sweep", "memory", "load"]) == [("mfu", []), ("sweep", ["memory", "load"])]
+    for bad in (["load"], ["mfu", "load"], ["sweep", "loud"]):
+        with pytest.raises(SystemExit, match="error: unknown benchmark"):
+            plan(bad)
+
+
+def test_load_section_has_its_prose_and_shows_counts_plainly():
+    loaded = entry("Sweep load on PostgreSQL and an MLflow server",
+                   [item("storage errors", 0, "<=", 0, ""), item("duplicate configurations", 3, "<=", 0, "")])
+    text = report.render({"sweep.load": loaded})
+    rows = summary_rows(text)
+    assert rows["storage errors"][2:] == ["≤ 0", "0", "yes"]
+    assert rows["duplicate configurations"][2:] == ["≤ 0", "3", "**no**"]
+    assert "## Sweep load on PostgreSQL and an MLflow server (`python -m bench sweep load`)" in text
+    assert report.docstring("sweep_load.py", "load").split("\n")[0] in text
+    assert "Not measured yet: run `python -m bench sweep load`" in report.render({})
+
+
+def test_duplicate_configurations_counts_repeats_of_earlier_trials():
+    from types import SimpleNamespace
+
+    from bench.sweep_load import duplicate_configurations
+
+    trials = [SimpleNamespace(params=p) for p in
+              ({"lr": 0.1, "model": "lstm"}, {"model": "lstm", "lr": 0.1}, {"lr": 0.2, "model": "lstm"},
+               {"lr": 0.1, "model": "lstm"}, {})]  # {}: a trial that failed before sampling
+    assert duplicate_configurations(trials) == 2
+
+
+def test_storage_error_pattern_matches_failures_not_progress():
+    from bench.sweep_load import STORAGE_ERROR
+
+    for line in ["sqlalchemy.exc.OperationalError: (psycopg.OperationalError) server closed the connection",
+                 "[W 2030-01-01] Trial 4 failed with value None. optuna.exceptions.StorageInternalError: x",
+                 "mlflow.exceptions.MlflowException: API request to http://127.0.0.1:5000/api/2.0 failed",
+                 "psycopg.errors.DeadlockDetected: deadlock detected"]:
+        assert STORAGE_ERROR.search(line), line
+    for line in ["Trial 3 finished with value: 2.1 and parameters: {'model': 'gru'}",
+                 "sweep load: 8 trials, sampler random, pruner none, 2 worker(s); MLflow parent run abc"]:
+        assert not STORAGE_ERROR.search(line), line
+
+
+def test_load_without_postgres_is_one_line_and_records_nothing(monkeypatch, capsys, tmp_path):
+    import bench.services
+    from bench import sweep_load
+
+    monkeypatch.setattr(bench.services, "missing_requirement", lambda: "PostgreSQL binaries not found (apt-get ...)")
+    monkeypatch.setattr(sweep_load, "record", lambda *a, **k: pytest.fail("nothing is measured"))
+    assert sweep_load.load() is None
+    assert capsys.readouterr().err.strip().splitlines() == ["sweep load skipped: PostgreSQL binaries not found "
+                                                            "(apt-get ...)"]
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps_rollup"), reason="reads Linux /proc")
+def test_peak_memory_sums_real_process_groups():
+    """Stand-ins for the servers: a session leader with an HTTP-ish child and a job-runner child
+    (named like MLflow's), and a 'postmaster' with a backend."""
+    from bench.sweep_load import PeakMemory
+
+    # The job runner's name comes from the environment: the leader's own command line must not hold it.
+    mlflow = subprocess.Popen(["bash", "-c", 'sleep 60 & (exec -a "$JOB" sleep 60) & wait'], start_new_session=True,
+                              env={**os.environ, "JOB": "python -m mlflow.server.jobs._job_runner"})
+    postgres = subprocess.Popen(["bash", "-c", "sleep 60 & wait"])
+    try:
+        time.sleep(0.5)  # the children start
+        memory = PeakMemory(mlflow.pid, postgres.pid)
+        memory.sample()
+        assert memory.processes == {"mlflow http": 2, "mlflow jobs": 1, "postgres": 2}
+        for name in memory.GROUPS:
+            rss, pss = memory.peak[name]
+            assert rss > 0 and 0 < pss <= rss, (name, rss, pss)
+    finally:
+        os.killpg(mlflow.pid, signal.SIGTERM)
+        postgres.kill()
+        for p in (mlflow, postgres):
+            p.wait()

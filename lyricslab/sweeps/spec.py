@@ -146,7 +146,7 @@ def load_spec(name: str, overrides: dict[str, Any] | None = None, extra_fixed: l
     spec = SweepSpec(
         name=path.stem, path=path, study_name=str(raw.get("study_name") or path.stem),
         n_trials=numbers["n_trials"], budget_minutes=budget,
-        timeout=raw.get("timeout") if budget is None else 60.0 * float(budget),
+        timeout=_timeout(raw.get("timeout"), path) if budget is None else 60.0 * float(budget),
         objectives=_objectives(raw.get("objectives", ["val_bpc"])),
         sampler=dict(raw.get("sampler") or {"name": "tpe", "seed": 42}),
         pruner=dict(raw.get("pruner") or {"name": "median"}),
@@ -159,6 +159,21 @@ def load_spec(name: str, overrides: dict[str, Any] | None = None, extra_fixed: l
     if spec.n_trials < 1:
         raise SpaceError(f"{path.name}: n_trials must be at least 1")
     return spec
+
+
+def _timeout(value: Any, path: Path) -> float | None:
+    """Seconds, or None for no limit; checked here because Optuna reads it only once trials run."""
+    if value is None:
+        return None
+    try:
+        seconds = None if isinstance(value, bool) else float(value)
+    except (TypeError, ValueError):
+        seconds = None
+    # 0 is allowed: a replacement worker started as the sweep's time runs out is passed timeout=0.0.
+    if seconds is None or not seconds >= 0:
+        raise SpaceError(f"{path.name}: timeout must be a number of seconds >= 0, or null for no limit (got "
+                         f"{value!r}); e.g. timeout=900")
+    return seconds
 
 
 def check_choices(spec: SweepSpec) -> None:
