@@ -71,6 +71,18 @@ def check_config(cfg: DictConfig) -> None:
     present, temperatures = get("samples.temperatures")
     if present and not (OmegaConf.is_list(temperatures) and all(_number(t) and t > 0 for t in temperatures)):
         raise ConfigError(f"samples.temperatures must be a list of numbers > 0, e.g. [0.8], not {temperatures!r}")
+    from lyricslab.breakdown import columns_of
+    from lyricslab.data.conditioning import check as check_conditioning
+    from lyricslab.data.errors import DataError
+    from lyricslab.data.genius import languages
+
+    try:  # conditioning fields, breakdown columns and data.language: their modules say what is allowed
+        check_conditioning(cfg)
+        columns_of(cfg)
+        if "data" in cfg:
+            languages(cfg.data.get("language"))
+    except (ValueError, DataError) as err:
+        raise ConfigError(str(err)) from None
     _, val = get("data.val_fraction")
     _, test = get("data.test_fraction")
     if _number(val) and _number(test) and val + test >= 1:
