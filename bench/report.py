@@ -26,6 +26,7 @@ SECTIONS = [
     ("sweep.overhead", "Sweep overhead per trial", "python -m bench.sweep overhead", "sweep.py", "overhead"),
     ("sweep.pruning", "Sweep pruning savings", "python -m bench.sweep pruning", "sweep.py", "pruning"),
     ("sweep.memory", "Sweep memory", "python -m bench.sweep memory", "sweep.py", "memory"),
+    ("conditioning", "Conditioning on tags", "python -m bench conditioning", "conditioning.py", None),
 ]
 
 INTRO = """\
