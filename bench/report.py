@@ -28,7 +28,7 @@ SECTIONS = [
     ("sweep.memory", "Sweep memory", "python -m bench.sweep memory", "sweep.py", "memory"),
     ("sweep.load", "Sweep load on PostgreSQL and an MLflow server", "python -m bench sweep load", "sweep_load.py",
      "load"),
->>>>>>> h-load
+    ("conditioning", "Conditioning on tags", "python -m bench conditioning", "conditioning.py", None),
 ]
 
 INTRO = """\

@@ -78,6 +78,18 @@ def check_config(cfg: DictConfig) -> None:
     if carry and family != "rnn":
         raise ConfigError(f"trainer.carry_state=true needs an RNN (model=lstm, gru or simple_rnn); a {family} has no "
                           f"state to carry: give it a longer trainer.seq_len instead")
+    from lyricslab.breakdown import columns_of
+    from lyricslab.data.conditioning import check as check_conditioning
+    from lyricslab.data.errors import DataError
+    from lyricslab.data.genius import languages
+
+    try:  # conditioning fields, breakdown columns and data.language: their modules say what is allowed
+        check_conditioning(cfg)
+        columns_of(cfg)
+        if "data" in cfg:
+            languages(cfg.data.get("language"))
+    except (ValueError, DataError) as err:
+        raise ConfigError(str(err)) from None
     _, val = get("data.val_fraction")
     _, test = get("data.test_fraction")
     if _number(val) and _number(test) and val + test >= 1:

@@ -6,7 +6,7 @@
 
 The CSV goes through the run's own filters and normalisation (its data config), and each song
 is scored with full context, exactly like the run's test split. Reported: bits/char, loss,
-perplexity, accuracy, macro P/R/F1, the Kneser-Ney n-gram baseline on the same songs (fitted on
+perplexity, accuracy, macro P/R/F1, bits/char per tag and per language (the run's `breakdown`), the Kneser-Ney n-gram baseline on the same songs (fitted on
 the run's training split when that data is on this machine), and lyric metrics of fixed-seed
 samples against this CSV's own songs. The results are printed and logged to the run as
 `eval_<name>_*` metrics.
@@ -56,8 +56,9 @@ def parse_args(argv: list[str]) -> dict[str, Any]:
     return opts
 
 
-def read_csv_songs(data_cfg: Any, csv: str) -> list[str]:
-    """Every song of `csv` that the run's filters keep, normalised as in training."""
+def read_csv_songs(data_cfg: Any, csv: str) -> Any:
+    """Every song of `csv` that the run's filters keep, normalised as in training: a DataFrame with
+    `lyrics` and the columns conditioning and the breakdown read (tag, artist, year, language, ...)."""
     from omegaconf import OmegaConf
 
     from lyricslab.data import DataError
@@ -68,7 +69,7 @@ def read_csv_songs(data_cfg: Any, csv: str) -> list[str]:
     frame, _ = prepare_songs(cfg, resolve_path(cfg), songs=None)
     if frame.empty:
         raise DataError(f"no songs of {csv} pass the run's filters (data.language={cfg.get('language')}, ...)")
-    return frame["lyrics"].tolist()
+    return frame.reset_index(drop=True)
 
 
 def training_songs(cfg: Any) -> list[str] | None:
@@ -81,16 +82,28 @@ def training_songs(cfg: Any) -> list[str] | None:
         return None
 
 
-def evaluate(bundle: Any, songs: list[str], with_samples: bool = True) -> tuple[dict[str, float], list[str]]:
-    """Metrics of `bundle` on `songs` (no prefix), and notes on what could not be computed."""
+def evaluate(bundle: Any, songs: list[str], with_samples: bool = True,
+             rows: list[dict[str, Any]] | None = None) -> tuple[dict[str, float], list[str]]:
+    """Metrics of `bundle` on `songs` (no prefix), and notes on what could not be computed.
+
+    `rows` (one dict per song: tag, artist, year, language, ...) give a conditioned model its control
+    tokens and the per-tag and per-language bits/char (`bpc_tag_rap`, ...).
+    """
+    from lyricslab.breakdown import bpc_by_group, columns_of, scorer_for
+    from lyricslab.data.conditioning import conditioned_songs
     from lyricslab.evaluation import full_context_scorer
     from lyricslab.ngram import baseline_bpc
 
     notes: list[str] = []
-    stream = bundle.tokenizer.encode_songs(songs)
-    chars = sum(len(s) + 1 for s in songs)  # +1: the end-of-song mark, as in training
-    scorer = full_context_scorer(bundle.model, bundle.cfg.trainer)
+    texts = conditioned_songs(bundle.cfg, bundle.tokenizer, rows, songs) if rows is not None else songs
+    stream = bundle.tokenizer.encode_songs(texts)
+    chars = sum(len(s) + 1 for s in songs)  # +1: the end-of-song mark, as in training; control tokens are not chars
+    unscored = getattr(bundle.tokenizer, "control_ids", list)()
+    scorer = full_context_scorer(bundle.model, bundle.cfg.trainer, unscored)
     metrics = scorer(stream, keep_predictions=True).metrics(chars, "")
+    if rows is not None:
+        metrics.update(bpc_by_group(scorer_for(scorer, bundle.tokenizer), texts, songs, rows,
+                                    columns_of(bundle.cfg), ""))
     metrics["songs"], metrics["chars"] = float(len(songs)), float(chars)
     train = training_songs(bundle.cfg)
     order = (bundle.cfg.get("baseline") or {}).get("order") or 8
@@ -137,6 +150,7 @@ def table(metrics: dict[str, float], name: str) -> str:
             "precision_macro", "recall_macro", "f1_macro", "rhyme_density", "ref_rhyme_density", "distinct_2",
             "ref_distinct_2", "copy_rate", "ref_copy_rate", "songs", "chars"]
     lines = [f"| {name} | value |", "|---|---|"]
+    rows += sorted(k for k in metrics if k.startswith(("bpc_tag_", "bpc_language_")))  # the breakdown
     for key in rows:
         if key in metrics:
             v = metrics[key]
@@ -163,9 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         bundle = load_source(opts.get("run_id"), opts.get("model_uri"), opts.get("sweep"))
         print(f"reading {opts['csv']} with the run's filters ...", file=sys.stderr)
-        songs = read_csv_songs(bundle.cfg.data, opts["csv"])
-        print(f"scoring {len(songs):,} songs with {bundle.source} ...", file=sys.stderr)
-        metrics, notes = evaluate(bundle, songs, opts["samples"])
+        frame = read_csv_songs(bundle.cfg.data, opts["csv"])
+        print(f"scoring {len(frame):,} songs with {bundle.source} ...", file=sys.stderr)
+        metrics, notes = evaluate(bundle, frame["lyrics"].tolist(), opts["samples"], frame.to_dict("records"))
         run_id = run_id_of(opts)
     except (BundleError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)

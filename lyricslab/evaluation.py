@@ -8,13 +8,15 @@ Two ways to lay a stream out for the model:
   and carries its recurrent state across chunks, so each token is conditioned on everything
   before it in its row.
 Both score every real token exactly once and leave padding out, so bits/char stays exact.
+Control tokens (`unscored_ids`, see lyricslab.data.conditioning) are given to the model, not
+predicted: they are left out of the sums, as they are left out of the character count.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from lyricslab.runtime import quiet_tensorflow
 
@@ -37,10 +39,13 @@ class Scores:
     top5: int = 0
     y_true: list[np.ndarray] = field(default_factory=list)
     y_pred: list[np.ndarray] = field(default_factory=list)
+    unscored_ids: np.ndarray | None = None  # targets never scored: control tokens
 
     def add(self, stats: tuple, windows: Windows, keep_predictions: bool) -> None:
         nll, pred, top5 = (np.asarray(s) for s in stats)
         scored = windows.w > 0
+        if self.unscored_ids is not None and len(self.unscored_ids):
+            scored &= ~np.isin(windows.y, self.unscored_ids)
         self.nll_sum += float(nll.astype(np.float64)[scored].sum())
         self.tokens += int(scored.sum())
         self.correct += int((pred == windows.y)[scored].sum())
@@ -81,8 +86,9 @@ def token_stats(logits, targets):
     return nll, pred, tf.reshape(hit, tf.shape(targets))
 
 
-def score_batches(forward, batches: Iterable[Windows], keep_predictions: bool) -> Scores:
-    scores = Scores()
+def score_batches(forward, batches: Iterable[Windows], keep_predictions: bool,
+                  unscored_ids: Sequence[int] = ()) -> Scores:
+    scores = Scores(unscored_ids=np.asarray(unscored_ids, dtype=np.int32))
     for windows in batches:
         scores.add(forward(windows.x, windows.y), windows, keep_predictions)
     return scores
@@ -96,17 +102,19 @@ def _forward(model: keras.Model, length: int | None):
     return tf.function(lambda x, y: token_stats(model(x, training=False), y), input_signature=[spec, spec])
 
 
-def score_windows(model: keras.Model, windows: Windows, batch_size: int, keep_predictions: bool = False) -> Scores:
+def score_windows(model: keras.Model, windows: Windows, batch_size: int, keep_predictions: bool = False,
+                  unscored_ids: Sequence[int] = ()) -> Scores:
     """Windowed scoring: each window on its own, from an empty context."""
     batches = (Windows(windows.x[i:i + batch_size], windows.y[i:i + batch_size], windows.w[i:i + batch_size])
                for i in range(0, len(windows.x), batch_size))
-    return score_batches(_forward(model, None), batches, keep_predictions)
+    return score_batches(_forward(model, None), batches, keep_predictions, unscored_ids)
 
 
 class SlidingWindowScorer:
     """Full-context scoring for a transformer: windows of its whole context, `stride` tokens apart."""
 
-    def __init__(self, model: keras.Model, stride: int | None, batch_size: int):
+    def __init__(self, model: keras.Model, stride: int | None, batch_size: int, unscored_ids: Sequence[int] = ()):
+        self.unscored_ids = list(unscored_ids)
         self.context = int(model.get_layer("position_embedding").sequence_length)
         self.stride = int(stride) if stride else max(self.context // 2, 1)
         if not 0 < self.stride <= self.context:  # checked here, before training, not at the first validation
@@ -116,7 +124,7 @@ class SlidingWindowScorer:
 
     def __call__(self, stream: np.ndarray, keep_predictions: bool = False) -> Scores:
         batches = sliding_windows(stream, self.context, self.stride, self.batch_size)
-        return score_batches(self.forward, batches, keep_predictions)
+        return score_batches(self.forward, batches, keep_predictions, self.unscored_ids)
 
 
 class CarriedStateScorer:
@@ -128,10 +136,10 @@ class CarriedStateScorer:
     The twins are the same Keras layer classes, so they run the same kernels (cuDNN on a GPU).
     """
 
-    def __init__(self, model: keras.Model, chunk: int, rows: int):
+    def __init__(self, model: keras.Model, chunk: int, rows: int, unscored_ids: Sequence[int] = ()):
         import tensorflow as tf
 
-        self.chunk, self.rows = chunk, rows
+        self.chunk, self.rows, self.unscored_ids = chunk, rows, list(unscored_ids)
         self.embedding = model.get_layer("embedding")
         names = {layer.name for layer in model.layers}
         self.projection = model.get_layer("projection") if "projection" in names else None
@@ -159,7 +167,7 @@ class CarriedStateScorer:
         rows = parallel_streams(stream, self.rows, self.chunk)
         states = [twin.get_initial_state(len(rows.x)) for twin in self.twins]
         states = [list(s) if isinstance(s, (list, tuple)) else [s] for s in states]
-        scores = Scores()
+        scores = Scores(unscored_ids=np.asarray(self.unscored_ids, dtype=np.int32))
         for t in range(0, rows.x.shape[1], self.chunk):
             chunk = Windows(rows.x[:, t:t + self.chunk], rows.y[:, t:t + self.chunk], rows.w[:, t:t + self.chunk])
             stats, states = self.step(chunk.x, chunk.y, states)
@@ -167,8 +175,11 @@ class CarriedStateScorer:
         return scores
 
 
-def full_context_scorer(model: keras.Model, trainer) -> SlidingWindowScorer | CarriedStateScorer:
-    """The full-context scorer for this model family (transformers have a position embedding)."""
+def full_context_scorer(model: keras.Model, trainer, unscored_ids: Sequence[int] = ()
+                        ) -> SlidingWindowScorer | CarriedStateScorer:
+    """The full-context scorer for this model family (transformers have a position embedding);
+    `unscored_ids`: target ids left out of every sum (control tokens)."""
     if "position_embedding" in {layer.name for layer in model.layers}:
-        return SlidingWindowScorer(model, trainer.get("eval_stride"), int(trainer.batch_size))
-    return CarriedStateScorer(model, chunk=int(trainer.seq_len), rows=int(trainer.batch_size))
+        return SlidingWindowScorer(model, trainer.get("eval_stride"), int(trainer.batch_size), unscored_ids)
+    return CarriedStateScorer(model, chunk=int(trainer.seq_len), rows=int(trainer.batch_size),
+                              unscored_ids=unscored_ids)

@@ -4,6 +4,9 @@
     python -m lyricslab.generate model_uri=models:/lyricslab-demo@best temperature=0.7 top_p=0.9
     python -m lyricslab.generate sweep=demo max_tokens=400 seed=1 --out songs.txt
 
+Conditioned models (conditioning.fields) also take genre=, year= or decade=, artist= and lang=;
+an unknown value is an error that lists the ones the model knows (the run's conditioning.json).
+
 Options (key=value): prompt, structure (verse, chorus, bridge, ...: the section the song starts
 with), temperature (>0; default 0.8), top_k, top_p, sampler (random | greedy | beam),
 max_tokens (default 300), n (default 1), seed (default 0), out (or --out FILE),
@@ -18,7 +21,9 @@ from pathlib import Path
 
 INTS = {"top_k", "max_tokens", "n", "seed"}
 FLOATS = {"temperature", "top_p"}
-KEYS = {"run_id", "model_uri", "sweep", "prompt", "structure", "sampler", "out", "tracking_uri"} | INTS | FLOATS
+CONDITIONS = {"genre", "tag", "year", "decade", "artist", "lang", "language"}  # see lyricslab.data.conditioning
+KEYS = {"run_id", "model_uri", "sweep", "prompt", "structure", "sampler", "out", "tracking_uri"} | INTS | FLOATS \
+    | CONDITIONS
 
 
 class UsageError(ValueError):
@@ -93,18 +98,27 @@ def main(argv: list[str] | None = None) -> int:
     except BundleError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    from lyricslab.data.conditioning import ConditionError, bundle_conditions
+
+    request = {key: opts[key] for key in CONDITIONS if opts.get(key)}
+    try:  # control tokens for genre=/year=/artist=...; an unknown value lists the known ones
+        controls = bundle_conditions(bundle.cfg, bundle.tokenizer).request_prefix(request)
+    except ConditionError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     from lyricslab.decoding import make_cache  # Keras: imported once there is a model, so a wrong id fails fast
     from lyricslab.generation import generate
 
     cache = make_cache(bundle.model)
-    prompt = start_text(opts["structure"], opts["prompt"])
+    prompt = controls + start_text(opts["structure"], opts["prompt"])
+    label = "".join(f", {key}={value}" for key, value in request.items())
     songs = []
     # One bar per song: a long song on a big model takes a while on CPU.
     for i in tqdm(range(opts["n"]), desc="generating", unit="song", disable=opts["n"] < 2, file=sys.stderr):
         songs += generate(bundle.model, bundle.tokenizer, prompt, n=1, max_tokens=opts["max_tokens"],
                           temperature=opts["temperature"], top_k=opts["top_k"], top_p=opts["top_p"],
                           sampler=opts["sampler"], seed=opts["seed"] + i, cache=cache)
-    text = "\n\n".join(f"=== song {i + 1} ({bundle.source}) ===\n{song}" for i, song in enumerate(songs)) + "\n"
+    text = "\n\n".join(f"=== song {i + 1} ({bundle.source}{label}) ===\n{song}" for i, song in enumerate(songs)) + "\n"
     if opts["out"]:
         Path(opts["out"]).write_text(text)
         print(f"wrote {len(songs)} song(s) to {opts['out']}", file=sys.stderr)

@@ -7,6 +7,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from lyricslab.data.conditioning import strip_controls
 from lyricslab.data.normalize import render_structure_tags
 from lyricslab.decoding import TransformerCache, make_cache, make_sampler
 from lyricslab.tokenizers import EOS_ID, Tokenizer
@@ -30,13 +31,14 @@ def _texts(tokenizer: Tokenizer, rows: np.ndarray, start: int) -> list[str]:
         ends = np.flatnonzero(body[start - 1:] == EOS_ID)
         if len(ends):
             body = body[: start - 1 + ends[0]]
-        texts.append(render_structure_tags(tokenizer.decode(body)))
+        texts.append(render_structure_tags(strip_controls(tokenizer.decode(body))))
     return texts
 
 
 def _stream_texts(tokenizer: Tokenizer, rows: np.ndarray) -> list[str]:
-    """Each row whole, past any <eos> (decoded as a newline, as between songs in the token stream)."""
-    return [render_structure_tags(tokenizer.decode(row[1:])) for row in rows]
+    """Each row whole, past any <eos> (decoded as a newline, as between songs in the token stream);
+    control tokens (the prompt's conditions, or ones the model chose) are not shown."""
+    return [render_structure_tags(strip_controls(tokenizer.decode(row[1:]))) for row in rows]
 
 
 def generate_ids(model: Any, start: np.ndarray, n: int, max_tokens: int, sampler: Any,

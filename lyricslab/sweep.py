@@ -1,7 +1,8 @@
 """Optuna search over Hydra config groups: `python -m lyricslab.sweep sweep=demo [n_trials=..] [workers=N] [overrides]`.
 
 Arguments are key=value. Keys of the sweep file (n_trials, timeout, storage, study_name,
-sampler.seed, pruner.name, max_failed_share, heartbeat.grace, ...) change the sweep; `workers`
+sampler.seed, pruner.name, max_failed_share, heartbeat.grace, warm_start, ...) change the sweep
+(`warm_start.study=demo warm_start.best=3` adds a warm start, see lyricslab/sweeps/warm_start.py); `workers`
 starts that many processes on the same study; anything else is a Hydra override applied to
 every trial (e.g. data=genius data.path=...).
 """
@@ -14,8 +15,8 @@ import time
 import warnings
 from typing import Any
 
-SPEC_KEYS = {"study_name", "n_trials", "timeout", "budget_minutes", "storage", "sampler", "pruner", "max_failed_share", "heartbeat",
-             "objectives"}
+SPEC_KEYS = {"study_name", "n_trials", "timeout", "budget_minutes", "storage", "sampler", "pruner", "max_failed_share",
+             "heartbeat", "objectives", "warm_start"}
 USAGE = ("usage: python -m lyricslab.sweep sweep=<name> [n_trials=N] [workers=N] [storage=URL] [timeout=S] "
          "[study_name=..] [Hydra overrides...]")
 
@@ -58,7 +59,12 @@ def load(sweep: str, spec_over: dict[str, Any], hydra_over: list[str], check: bo
     flat = {k: v for k, v in spec_over.items() if not isinstance(v, dict)}
     spec = load_spec(sweep, flat, extra_fixed=hydra_over)
     for head, values in nested.items():
-        getattr(spec, head).update(values)
+        if head == "warm_start":  # warm_start.study=demo warm_start.best=3: one more entry
+            from lyricslab.sweeps.warm_start import check_entries
+
+            spec.warm_start += check_entries([values])
+        else:
+            getattr(spec, head).update(values)
     check_choices(spec)
     if check:
         validate(spec)
@@ -173,6 +179,7 @@ def objective_factory(spec, parent_run_id: str, worker: int = 0, deadline=None):
     from lyricslab.sweeps.objectives import value as objective_value
     from lyricslab.sweeps.report import RUN_ATTR, close_orphan_runs
     from lyricslab.sweeps.space import sample
+    from lyricslab.sweeps.warm_start import WARM_ATTR
     from lyricslab.sweeps.workers import record_worker
     from lyricslab.train import train
 
@@ -186,6 +193,8 @@ def objective_factory(spec, parent_run_id: str, worker: int = 0, deadline=None):
         tags = {"sweep": spec.study_name, "trial": str(trial.number), "mlflow.runName": f"trial-{trial.number}"}
         if retried is not None:
             tags["retry_of_trial"] = str(retried)
+        if trial.user_attrs.get(WARM_ATTR):  # queued from a warm start: where its config came from
+            tags[WARM_ATTR] = str(trial.user_attrs[WARM_ATTR])[:5000]
         run_ids: list[str] = []
 
         def on_start(run_id: str) -> None:
@@ -368,7 +377,16 @@ def main(argv: list[str] | None = None) -> int:
         run_worker(spec, study, study.user_attrs[report.PARENT_ATTR], worker=worker)
         return 0
 
+    from lyricslab.sweeps import warm_start
+
+    try:  # known-good configs to try first, checked against the space before anything starts
+        warm, warm_notes = warm_start.resolve(spec, mlruns_root())
+    except SpaceError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     parent = report.ensure_parent(study, spec, base_cfg.tracking)
+    for line in warm_start.queue(study, spec, warm, warm_notes, parent):  # queued before any worker starts
+        print(line, flush=True)
     pins = "".join(f", pinned {k}={v}" for k, v in spec.pinned.items())
     print(f"sweep {spec.study_name}: {spec.n_trials} trials, sampler {spec.sampler.get('name')}, pruner "
           f"{spec.pruner.get('name')}, {workers} worker(s){pins}; MLflow parent run {parent}", flush=True)

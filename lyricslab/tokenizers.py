@@ -1,4 +1,4 @@
-"""Char, word and subword tokenizers with one interface; structure tags and <eos> are single tokens.
+"""Char, word and subword tokenizers with one interface; structure tags, control tokens and <eos> are single tokens.
 
 Every tokenizer is lossless: decode(encode(text)) == text for any text, seen or not. Char and
 word fall back to UTF-8 byte tokens for characters they never saw, and word spells rare words
@@ -8,6 +8,9 @@ Char and word tokenizers are written here because each is a vocabulary plus a re
 UnicodeCodepointTokenizer and WordPieceTokenizer cannot keep `[chorus]` as one token, and a
 numpy lookup table encodes millions of characters per second. Subword uses Hugging Face
 `tokenizers` (byte-level BPE, trained in Rust on the train split).
+
+Control tokens (`<tag:rap>`, see lyricslab.data.conditioning) found in the training texts join the
+vocabulary as whole tokens; one the vocabulary lacks is spelled like any text, so round trips hold.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from lyricslab.data.conditioning import CONTROL_PATTERN
 from lyricslab.data.normalize import STRUCTURE_TAGS, TAG_PATTERN
 
 PAD, UNK, EOS = "<pad>", "<unk>", "<eos>"
@@ -28,7 +32,7 @@ PAD_ID, UNK_ID, EOS_ID = 0, 1, 2
 CONFIG_FILE = "tokenizer_config.json"
 # Part of the token-cache key (lyricslab.train.tokenize_splits): bump it whenever a change here
 # changes the tokens a config produces, or runs keep reusing token streams from the old code.
-TOKENIZER_CACHE_VERSION = 2
+TOKENIZER_CACHE_VERSION = 3
 
 
 class Tokenizer:
@@ -47,6 +51,14 @@ class Tokenizer:
 
     def _save(self, folder: Path) -> dict[str, Any]:
         raise NotImplementedError
+
+    def control_tokens(self) -> list[str]:
+        """The control tokens (`<tag:rap>`, ...) this vocabulary has as single tokens."""
+        return []
+
+    def control_ids(self) -> list[int]:
+        """Their ids: inputs the model is given, never targets it is scored on."""
+        return []
 
     def encode_songs(self, songs: Sequence[str]) -> np.ndarray:
         """One token stream: each song followed by <eos>."""
@@ -68,6 +80,18 @@ class Tokenizer:
 # text encodes and decodes losslessly and bits/char is a true code length (no <unk> shortcut).
 BYTE_TOKENS = [f"<0x{b:02X}>" for b in range(256)]
 BYTES_START = len(SPECIALS)
+# A structure tag or a control token: the pieces a vocabulary may hold whole.
+WHOLE_PATTERN = re.compile(f"{TAG_PATTERN.pattern}|{CONTROL_PATTERN.pattern}")
+
+
+def controls_in(texts: Iterable[str]) -> tuple[list[str], list[str]]:
+    """(the control tokens in `texts`, sorted; the texts without them) for training a vocabulary."""
+    found: set[str] = set()
+    plain = []
+    for text in texts:
+        found.update(m.group(0) for m in CONTROL_PATTERN.finditer(text))
+        plain.append(CONTROL_PATTERN.sub("", text))
+    return sorted(found), plain
 
 
 class _VocabTokenizer(Tokenizer):
@@ -92,10 +116,18 @@ class _VocabTokenizer(Tokenizer):
         (folder / "vocab.json").write_text(json.dumps(self.tokens, ensure_ascii=False))
         return {}
 
+    def control_tokens(self) -> list[str]:
+        return [t for t in self.tokens[BYTES_START + 256:] if CONTROL_PATTERN.fullmatch(t)]
+
+    def control_ids(self) -> list[int]:
+        return [self.index[t] for t in self.control_tokens()]
+
     def _pieces(self, text: str) -> list[tuple[bool, str]]:
-        """Split text into (is_tag, piece) around structure tags."""
+        """Split text into (is_whole, piece) around structure tags and known control tokens."""
         out, pos = [], 0
-        for m in TAG_PATTERN.finditer(text):
+        for m in WHOLE_PATTERN.finditer(text):
+            if m.group(0) not in self.index:  # a control token this vocabulary lacks: spelled as text
+                continue
             if m.start() > pos:
                 out.append((False, text[pos:m.start()]))
             out.append((True, m.group(0)))
@@ -144,10 +176,11 @@ class CharTokenizer(_VocabTokenizer):
 
     @classmethod
     def train(cls, texts: Iterable[str], cfg: Any = None) -> "CharTokenizer":
+        controls, texts = controls_in(texts)
         chars: set[str] = set()
         for text in texts:
             chars.update(TAG_PATTERN.sub("", text))
-        return cls(SPECIALS + BYTE_TOKENS + sorted(chars))
+        return cls(SPECIALS + BYTE_TOKENS + controls + sorted(chars))
 
     def encode(self, text: str) -> np.ndarray:
         parts = []
@@ -175,6 +208,7 @@ class WordTokenizer(_VocabTokenizer):
     def train(cls, texts: Iterable[str], cfg: Any = None) -> "WordTokenizer":
         vocab_size = int(getattr(cfg, "vocab_size", None) or 8000)
         min_freq = int(getattr(cfg, "min_freq", None) or 1)
+        controls, texts = controls_in(texts)
         counts: Counter = Counter()
         chars: set[str] = set()
         for text in texts:
@@ -183,9 +217,9 @@ class WordTokenizer(_VocabTokenizer):
             counts.update(WORD_RE.findall(plain))
         # Every training character is a token (to spell rare words); words fill the rest.
         singles = sorted(chars)
-        room = max(vocab_size - len(SPECIALS) - 256 - len(singles), 0)
+        room = max(vocab_size - len(SPECIALS) - 256 - len(controls) - len(singles), 0)
         words = [w for w, n in counts.most_common() if n >= min_freq and len(w) > 1][:room]
-        return cls(SPECIALS + BYTE_TOKENS + singles + words)
+        return cls(SPECIALS + BYTE_TOKENS + controls + singles + words)
 
     def encode(self, text: str) -> np.ndarray:
         ids: list[int] = []
@@ -210,18 +244,25 @@ class SubwordTokenizer(Tokenizer):
         from tokenizers import Tokenizer as HFTokenizer
         from tokenizers import decoders, models, pre_tokenizers, trainers
 
+        controls, texts = controls_in(texts)  # whole tokens, kept out of the merges
         hf = HFTokenizer(models.BPE())
         hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         hf.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(
             vocab_size=int(getattr(cfg, "vocab_size", None) or 2000),
             min_frequency=int(getattr(cfg, "min_freq", None) or 2),
-            special_tokens=SPECIALS,  # ids 0.. in this order, matched whole in any text
+            special_tokens=SPECIALS + controls,  # ids 0.. in this order, matched whole in any text
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
             show_progress=False,
         )
-        hf.train_from_iterator(list(texts), trainer=trainer)
+        hf.train_from_iterator(texts, trainer=trainer)
         return cls(hf)
+
+    def control_tokens(self) -> list[str]:
+        return sorted(t for t in self.hf.get_vocab() if CONTROL_PATTERN.fullmatch(t))
+
+    def control_ids(self) -> list[int]:
+        return [self.hf.token_to_id(t) for t in self.control_tokens()]
 
     @property
     def vocab_size(self) -> int:

@@ -28,10 +28,12 @@ import numpy as np  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from lyricslab import tracking  # noqa: E402
+from lyricslab.breakdown import bpc_by_group, columns_of, scorer_for  # noqa: E402
 from lyricslab.budget import Budget, check_trainer, steps_for_minutes  # noqa: E402
 from lyricslab.callbacks import (DerivedMetrics, FullContextValidation, LearningRateByProgress,  # noqa: E402
                                  ResetStatesEachPass, RoundProgress, StopAtBudget, ThroughputProbe)
 from lyricslab.data import load_splits  # noqa: E402
+from lyricslab.data.conditioning import ARTIFACT as CONDITIONING_ARTIFACT, condition_splits  # noqa: E402
 from lyricslab.data.prepare import SPLITS  # noqa: E402
 from lyricslab.bundle import save_bundle  # noqa: E402
 from lyricslab.evaluation import full_context_scorer, score_windows  # noqa: E402
@@ -213,11 +215,12 @@ def stopped_by(callbacks: Sequence[keras.callbacks.Callback]) -> str:
 
 
 def evaluate_test(model: keras.Model, scorer: Any, stream: np.ndarray, chars: int, seq_len: int,
-                  batch_size: int) -> dict[str, float]:
+                  batch_size: int, unscored_ids: Sequence[int] = ()) -> dict[str, float]:
     """Full-context test metrics, plus `test_bpc_windowed` (non-overlapping windows, no carried
     context) to show what the cheap measure would have reported for the same weights."""
     metrics = scorer(stream, keep_predictions=True).metrics(chars, "test_")
-    windowed = score_windows(model, make_windows(stream, seq_len, pad_last=True), batch_size)
+    windowed = score_windows(model, make_windows(stream, seq_len, pad_last=True), batch_size,
+                             unscored_ids=unscored_ids)
     metrics["test_bpc_windowed"] = windowed.metrics(chars, "")["bpc"]
     return metrics
 
@@ -281,8 +284,11 @@ def train(cfg: Any, callbacks: Sequence[keras.callbacks.Callback] = (), parent_r
     configure_runtime(tr)
     splits = load_splits(cfg.data, cfg.data_size.songs)
     texts = {name: getattr(splits, name) for name in SPLITS}
-    tokenizer, streams = tokenize_splits(cfg.tokenizer, texts, splits.cache_path)
-    chars = {name: sum(len(s) + 1 for s in texts[name]) for name in SPLITS}  # +1: the end-of-song mark
+    conditioned = condition_splits(cfg, splits)  # control tokens before each song; the same texts when off
+    tokenizer, streams = tokenize_splits(cfg.tokenizer, conditioned.texts, conditioned.cache_path)
+    # +1: the end-of-song mark. Lyrics only: control tokens are not characters.
+    chars = {name: sum(len(s) + 1 for s in texts[name]) for name in SPLITS}
+    unscored = getattr(tokenizer, "control_ids", list)()  # control tokens: given to the model, never scored
     train_windows = training_windows(tr, streams["train"])
     carried = bool(tr.get("carry_state"))
 
@@ -308,7 +314,7 @@ def train(cfg: Any, callbacks: Sequence[keras.callbacks.Callback] = (), parent_r
         probe_seconds = time.perf_counter() - probe_start
         compile_model(model, build_optimizer(cfg, steps, budget=budget is not None))
         derived = DerivedMetrics(tokens_per_step=tr.batch_size * tr.seq_len)
-        scorer = full_context_scorer(model, tr)
+        scorer = full_context_scorer(model, tr, unscored)
         validation = FullContextValidation(scorer, streams["val"], chars["val"])
         mlflow.log_params({"data.vocab_size": tokenizer.vocab_size, "model.params": model.count_params()})
         mlflow.log_metrics(baseline)
@@ -326,7 +332,10 @@ def train(cfg: Any, callbacks: Sequence[keras.callbacks.Callback] = (), parent_r
         model = plain_model(cfg, model, tokenizer.vocab_size)
 
         eval_start = time.perf_counter()
-        metrics = evaluate_test(model, scorer, streams["test"], chars["test"], tr.seq_len, tr.batch_size)
+        metrics = evaluate_test(model, scorer, streams["test"], chars["test"], tr.seq_len, tr.batch_size, unscored)
+        test_rows = splits.frame[splits.frame["split"] == "test"].to_dict("records")
+        metrics.update(bpc_by_group(scorer_for(scorer, tokenizer), conditioned.texts["test"], texts["test"],
+                                    test_rows, columns_of(cfg), "test_"))
         metrics["eval_seconds"] = time.perf_counter() - eval_start
         best = int(np.argmin(history["val_bpc"]))
         # best_*: the restored (best) round; the per-round series keep the plain names (val_bpc, ...).
@@ -355,6 +364,8 @@ def train(cfg: Any, callbacks: Sequence[keras.callbacks.Callback] = (), parent_r
             save_bundle(out / "model", model, tokenizer, cfg)
             learning_curves(history, out / "learning_curves.png", title=f"{cfg.model.name} / {cfg.tokenizer.kind}")
             (out / "data_summary.json").write_text(json.dumps(summary, indent=2))
+            if conditioned.conditions is not None:  # the values the model knows, for `generate genre=...`
+                (out / CONDITIONING_ARTIFACT).write_text(json.dumps(conditioned.conditions.to_json(), indent=2))
             sample_start = time.perf_counter()
             samples = write_samples(model, tokenizer, cfg, out / "samples.txt")
             metrics["sample_seconds"] = time.perf_counter() - sample_start

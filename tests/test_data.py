@@ -10,7 +10,7 @@ import pyarrow as pa
 from conftest import DEV_CSV, compose, song, write_csv
 from lyricslab.data import DataError, load_splits
 from lyricslab.data.files import open_csv_stream
-from lyricslab.data.genius import REQUIRED, Filters, ReadReport, iter_blocks, parse_features, read_songs
+from lyricslab.data.genius import READ, Filters, ReadReport, iter_blocks, parse_features, read_songs
 from lyricslab.data.normalize import normalize_lyrics, render_structure_tags, section_tag
 from lyricslab.data.prepare import assign_splits
 
@@ -159,7 +159,7 @@ def test_demo_corpus_is_shipped_and_usable(tmp_path):
     frame = splits.frame
     assert len(frame) >= 40 and frame["tag"].nunique() >= 5
     assert all("[verse]" in s and "[chorus]" in s for s in splits.train)
-    assert splits.report["removed_by"]["data.language=en"] == 1  # the Spanish demo song
+    assert splits.report["removed_by"]["data.language=en"] == 7  # the Spanish demo songs
     assert splits.report["removed_by"]["data.drop_misc"] == 1  # the poem
 
 
@@ -175,7 +175,7 @@ def assert_streaming_matches_pandas(path: Path, block_size: int) -> pd.DataFrame
     streamed, report = streamed_rows(path, block_size)
     expected = pd.read_csv(path, dtype=str, keep_default_na=False)
     assert report.malformed == 0 and report.undecodable == 0
-    pd.testing.assert_frame_equal(streamed, expected[REQUIRED], check_dtype=False)
+    pd.testing.assert_frame_equal(streamed, expected[READ], check_dtype=False)
     return expected
 
 

@@ -28,16 +28,35 @@ from lyricslab.data.files import READ_ERRORS, open_csv_stream, read_header, unre
 
 COLUMNS = ["title", "tag", "artist", "year", "views", "features", "lyrics", "id",
            "language_cld3", "language_ft", "language"]
-# Columns the filters and the models need; `features` and the cld3/ft guesses are not read.
+# Columns the filters and the models need; the cld3/ft guesses are not read.
 REQUIRED = ["title", "tag", "artist", "year", "views", "lyrics", "id", "language"]
+# Read when the file has it (conditioning on featured artists), null when it does not.
+OPTIONAL = ["features"]
+READ = REQUIRED + OPTIONAL
 NON_SONG_TAG = "misc"  # Genius files books, poems and transcripts under "misc"
 EXACT_DUPLICATES = "data.dedupe (exact duplicate lyrics)"
 NEAR_DUPLICATES = "data.dedupe (near-duplicate lyrics)"
 
 
+def languages(value: Any) -> list[str] | None:
+    """data.language as a list of codes: one code, a list, or null (None: every language)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [value]
+    try:
+        codes = [str(v) for v in value]
+    except TypeError:
+        codes = []
+    if not codes or not all(isinstance(v, str) and v for v in value):
+        raise DataError(f"data.language must be a language code (en), a list of codes ([en, es]) or null for all, "
+                        f"not {value!r}")
+    return codes
+
+
 @dataclass
 class Filters:
-    language: str | None = "en"
+    language: str | list[str] | None = "en"
     tags: list[str] | None = None
     year_min: int | None = None
     year_max: int | None = None
@@ -50,7 +69,8 @@ class Filters:
     @classmethod
     def from_config(cls, cfg: Any) -> "Filters":
         tags = cfg.get("tags")
-        return cls(language=cfg.get("language"), tags=list(tags) if tags else None,
+        codes = languages(cfg.get("language"))
+        return cls(language=codes[0] if codes and len(codes) == 1 else codes, tags=list(tags) if tags else None,
                    year_min=cfg.get("year_min"), year_max=cfg.get("year_max"),
                    min_views=cfg.get("min_views"), min_chars=cfg.get("min_chars"),
                    max_chars=cfg.get("max_chars"), drop_misc=cfg.get("drop_misc", True),
@@ -133,9 +153,10 @@ def filter_block(table: pa.Table, filters: Filters, report: ReadReport, deduper:
     """Apply every configured filter to one parsed block, counting what each removes."""
     table = _apply(table, "bad rows (no lyrics or id)",
                    pc.and_(pc.is_valid(table["lyrics"]), pc.is_valid(table["id"])), report)
-    if filters.language:
-        table = _apply(table, f"data.language={filters.language}",
-                       pc.equal(table["language"], filters.language), report)
+    codes = languages(filters.language)
+    if codes:
+        name = f"data.language={codes[0]}" if len(codes) == 1 else f"data.language=[{', '.join(codes)}]"
+        table = _apply(table, name, pc.is_in(table["language"], pa.array(codes, pa.string())), report)
     if filters.drop_misc:
         table = _apply(table, "data.drop_misc", pc.not_equal(table["tag"], NON_SONG_TAG), report)
     if filters.tags:
@@ -184,10 +205,11 @@ def iter_blocks(source: Any, report: ReadReport, block_size: int = 16 << 20) -> 
         read_options=pacsv.ReadOptions(block_size=block_size, use_threads=True),
         parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=on_invalid),
         convert_options=pacsv.ConvertOptions(
-            include_columns=REQUIRED,
+            include_columns=READ,
+            include_missing_columns=True,  # an optional column the file lacks reads as nulls
             # Bytes, not strings: no type guessing on a 9 GB file, and a stray non-UTF-8 byte
             # is replaced in as_text instead of failing the whole read.
-            column_types={c: pa.binary() for c in REQUIRED},
+            column_types={c: pa.binary() for c in READ},
             strings_can_be_null=True,
         ),
     )

@@ -19,7 +19,7 @@ from lyricslab.data.normalize import normalize_lyrics
 
 SPLITS = ("train", "val", "test")
 KAGGLE_DATASET = "carlosgdcj/genius-song-lyrics-with-language-information"
-CACHE_VERSION = 2  # bump when the prepared format or the normalisation changes
+CACHE_VERSION = 3  # bump when the prepared format or the normalisation changes
 SAME_ONCE_NORMALISED = "data.dedupe (identical once normalised)"
 
 
@@ -133,7 +133,8 @@ def load_splits(cfg: Any, songs: int | None, cache_dir: str | Path | None = None
     else:
         frame, read_report = prepare_songs(cfg, path, songs)
         frame["split"] = assign_splits(frame["id"], float(cfg.val_fraction), float(cfg.test_fraction))
-        frame = frame[["id", "title", "tag", "artist", "year", "lyrics", "split"]].reset_index(drop=True)
+        frame = frame[["id", "title", "tag", "artist", "year", "features", "language", "lyrics", "split"]
+                      ].reset_index(drop=True)
         read_report.kept = len(frame)
         removed = read_report.removed
         report = {"file": str(path), "rows": read_report.rows, "malformed_rows": read_report.malformed,

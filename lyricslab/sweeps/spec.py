@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 
 from lyricslab.sweeps import objectives as objective_names
 from lyricslab.sweeps.space import Param, SpaceError, group_options, parse_space, parse_value, to_overrides
+from lyricslab.sweeps.warm_start import check_entries
 
 ROOT = Path(__file__).resolve().parents[2]
 SWEEPS_DIR = ROOT / "sweeps"
@@ -48,6 +49,7 @@ class SweepSpec:
     storage: str | None = None
     heartbeat: dict[str, Any] = field(default_factory=lambda: {"interval": 10, "grace": 60, "max_retry": 2})
     pinned: dict[str, Any] = field(default_factory=dict)  # command-line overrides of searched keys
+    warm_start: list[dict[str, Any]] = field(default_factory=list)  # configs to try first (sweeps/warm_start.py)
 
     @property
     def multi_objective(self) -> bool:
@@ -128,8 +130,8 @@ def load_spec(name: str, overrides: dict[str, Any] | None = None, extra_fixed: l
         raise SpaceError(f"{path.name} must be a mapping of sweep keys (study_name, n_trials, params, ...), "
                          f"not a {type(raw).__name__}")
     raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    unknown = set(raw) - {"study_name", "n_trials", "timeout", "budget_minutes", "objectives", "sampler", "pruner", "fixed", "params",
-                          "max_failed_share", "storage", "heartbeat"}
+    unknown = set(raw) - {"study_name", "n_trials", "timeout", "budget_minutes", "objectives", "sampler", "pruner",
+                          "fixed", "params", "max_failed_share", "storage", "heartbeat", "warm_start"}
     if unknown:
         raise SpaceError(f"{path.name}: unknown keys {sorted(unknown)}")
     params = dict(raw.get("params") or {})
@@ -153,6 +155,7 @@ def load_spec(name: str, overrides: dict[str, Any] | None = None, extra_fixed: l
         fixed=[*(raw.get("fixed") or []), *extra_fixed], params=params, pinned=pinned,
         max_failed_share=numbers["max_failed_share"], storage=raw.get("storage"),
         heartbeat={"interval": 10, "grace": 60, "max_retry": 2, **(raw.get("heartbeat") or {})},
+        warm_start=check_entries(raw.get("warm_start")),
     )
     spec.space = parse_space(spec.params, spec.fixed_values, spec.pinned)
     check_choices(spec)
