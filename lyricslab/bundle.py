@@ -32,6 +32,8 @@ def save_bundle(folder: Path, model: Any, tokenizer: Tokenizer, cfg: Any) -> Pat
 
     folder.mkdir(parents=True, exist_ok=True)
     model.save(folder / "model.keras")
+    if hasattr(model, "save_adapters"):  # LoRA models: the small adapters file beside the merged model
+        model.save_adapters(folder)
     tokenizer.save(folder / "tokenizer")
     (folder / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     return folder
@@ -50,6 +52,8 @@ def load_folder(folder: Path, source: str, extras: Path | None = None) -> Bundle
     home = folder if (folder / "tokenizer").exists() else extras
     if home is None or not (home / "tokenizer").exists() or not (home / "config.yaml").exists():
         raise BundleError(f"{source} has no tokenizer/ or config.yaml beside its model; pick a FINISHED training run")
+    import lyricslab.models  # noqa: F401 - registers lyricslab's own Keras classes (the GPT-2 adapter)
+
     model = keras.saving.load_model(folder / "model.keras", safe_mode=True)
     return Bundle(model, load_tokenizer(home / "tokenizer"), OmegaConf.load(home / "config.yaml"), source)
 

@@ -107,7 +107,7 @@ class SlidingWindowScorer:
     """Full-context scoring for a transformer: windows of its whole context, `stride` tokens apart."""
 
     def __init__(self, model: keras.Model, stride: int | None, batch_size: int):
-        self.context = int(model.get_layer("position_embedding").sequence_length)
+        self.context = int(getattr(model, "context_length", 0) or model.get_layer("position_embedding").sequence_length)
         self.stride = int(stride) if stride else max(self.context // 2, 1)
         if not 0 < self.stride <= self.context:  # checked here, before training, not at the first validation
             raise ValueError(f"trainer.eval_stride must be between 1 and the context ({self.context}), not {stride}")
@@ -167,7 +167,8 @@ class CarriedStateScorer:
 
 
 def full_context_scorer(model: keras.Model, trainer) -> SlidingWindowScorer | CarriedStateScorer:
-    """The full-context scorer for this model family (transformers have a position embedding)."""
-    if "position_embedding" in {layer.name for layer in model.layers}:
+    """The full-context scorer for this model family (transformers have a position embedding or, wrapping
+    a preset, a context length)."""
+    if hasattr(model, "context_length") or "position_embedding" in {layer.name for layer in model.layers}:
         return SlidingWindowScorer(model, trainer.get("eval_stride"), int(trainer.batch_size))
     return CarriedStateScorer(model, chunk=int(trainer.seq_len), rows=int(trainer.batch_size))

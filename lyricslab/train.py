@@ -286,7 +286,9 @@ def train(cfg: Any, callbacks: Sequence[keras.callbacks.Callback] = (), parent_r
         derived = DerivedMetrics(tokens_per_step=tr.batch_size * tr.seq_len)
         scorer = full_context_scorer(model, tr)
         validation = FullContextValidation(scorer, streams["val"], chars["val"])
-        mlflow.log_params({"data.vocab_size": tokenizer.vocab_size, "model.params": model.count_params()})
+        trainable = int(sum(np.prod(v.shape) for v in model.trainable_weights))  # LoRA: the adapters only
+        mlflow.log_params({"data.vocab_size": tokenizer.vocab_size, "model.params": model.count_params(),
+                           "model.trainable_params": trainable})
         mlflow.log_metrics(baseline)
         fit_list = fit_callbacks(cfg, derived, validation, callbacks, budget)
         fit_start = time.perf_counter()
@@ -313,7 +315,7 @@ def train(cfg: Any, callbacks: Sequence[keras.callbacks.Callback] = (), parent_r
         metrics.update({
             "best_round": float(best + 1), "rounds_run": float(len(history["val_bpc"])),
             "steps_per_round": float(steps), "train_tokens": float(derived.tokens_seen),
-            "params": float(model.count_params()),
+            "params": float(model.count_params()), "trainable_params": float(trainable),
             "train_tokens_per_sec": derived.tokens_seen / max(derived.train_seconds, 1e-9),
             "train_seconds": fit_seconds,
         })
