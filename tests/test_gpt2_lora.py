@@ -242,3 +242,27 @@ def test_presets_cli_refuses_bad_arguments(tmp_path):
     (tmp_path / "taken" / "x").write_text("")
     assert presets.main(["tiny-gpt2", str(tmp_path / "taken")]) == 2
     assert presets.main(["tiny-gpt2", str(tmp_path / "new"), "vocab_size=12"]) == 2
+
+
+def test_gpt2_lora_sweep_trials_compose_to_valid_configs():
+    import optuna
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from conftest import CONF
+    from lyricslab.sweeps.space import sample, to_overrides
+    from lyricslab.sweeps.spec import load_spec, validate
+
+    spec = load_spec("gpt2_lora")
+    validate(spec)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        for _ in range(12):
+            trial = study.ask()
+            cfg = hydra_compose("config", overrides=[*spec.fixed, *to_overrides(sample(trial, spec.space))])
+            assert cfg.model.family == "gpt2" and cfg.tokenizer.kind == "gpt2"
+            assert set(cfg.model.lora_targets) <= {"query", "key", "value", "attention_output"}
+            assert cfg.model.lora_rank >= 1 and cfg.trainer.budget_minutes > 0
+            seen.add(tuple(cfg.model.lora_targets))
+    assert len(seen) > 1  # the target layers really vary
