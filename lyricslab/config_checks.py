@@ -44,13 +44,17 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+# family (= its tokenizer kind) -> the model option that picks it
+PRESET_MODELS = {"gpt2": "gpt2_lora", "bert": "bert_mlm"}
+
+
 def _check_preset_family(cfg: DictConfig, family: str) -> None:
     """A pretrained family reads its preset's own tokenizer, and the preset must be there."""
     from lyricslab.presets import resolve_preset
 
     if cfg.model.family != family:
-        raise ConfigError(f"tokenizer={family} is the tokenizer of a {family} preset; use it with model=gpt2_lora "
-                          f"(which picks it), not model.family={cfg.model.family}")
+        raise ConfigError(f"tokenizer={family} is the tokenizer of a {family} preset; use it with "
+                          f"model={PRESET_MODELS[family]} (which picks it), not model.family={cfg.model.family}")
     if cfg.tokenizer.kind != family:
         raise ConfigError(f"model.family={family} uses its preset's own tokenizer, not tokenizer.kind="
                           f"{cfg.tokenizer.kind}; drop the tokenizer override (or pass tokenizer={family})")
@@ -87,8 +91,9 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"samples.temperatures must be a list of numbers > 0, e.g. [0.8], not {temperatures!r}")
     _, family = get("model.family")
     _, kind = get("tokenizer.kind")
-    if family == "gpt2" or kind == "gpt2":
-        _check_preset_family(cfg, "gpt2")
+    for preset_family in PRESET_MODELS:
+        if preset_family in (family, kind):
+            _check_preset_family(cfg, preset_family)
     _, val = get("data.val_fraction")
     _, test = get("data.test_fraction")
     if _number(val) and _number(test) and val + test >= 1:

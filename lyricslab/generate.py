@@ -96,7 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     from lyricslab.decoding import make_cache  # Keras: imported once there is a model, so a wrong id fails fast
     from lyricslab.generation import generate
 
-    cache = make_cache(bundle.model)
+    masked = bundle.cfg.model.family == "bert"
+    if masked:  # a masked LM writes by filling [MASK]s left to right: a full pass per token, much slower
+        from lyricslab.masked_lm import generate
+    cache = None if masked else make_cache(bundle.model)
     prompt = start_text(opts["structure"], opts["prompt"])
     songs = []
     # One bar per song: a long song on a big model takes a while on CPU.

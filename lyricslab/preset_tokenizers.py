@@ -14,6 +14,7 @@ the backbone and its embedding rows stay exactly the preset's.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -22,6 +23,7 @@ import numpy as np
 from lyricslab.tokenizers import EOS_ID, PAD_ID, UNK_ID, Tokenizer
 
 ID_OFFSET = 3  # lyricslab's <pad>, <unk>, <eos> come before the preset's ids
+WORDPIECE_TAG = re.compile(r"\[ (\w+) \]")
 
 
 class GPT2BPETokenizer(Tokenizer):
@@ -85,13 +87,78 @@ class GPT2BPETokenizer(Tokenizer):
         return {"id_offset": ID_OFFSET}
 
 
+class BertWordPieceTokenizer(Tokenizer):
+    """A BERT preset's WordPiece (keras_hub BertTokenizer), for the masked LM (lyricslab.masked_lm).
+
+    Not lossless (WordPiece drops whitespace and newlines), which is fine for a masked LM: it
+    reports masked-token accuracy, never bits/char. Its ids are the preset's own: [PAD] is 0,
+    and songs are separated by [SEP] (its `eos_id`).
+    """
+
+    kind = "bert"
+
+    def __init__(self, wordpiece: Any):
+        self.wordpiece = wordpiece  # keras_hub.tokenizers.BertTokenizer
+        self.pad_id, self.eos_id = int(wordpiece.pad_token_id), int(wordpiece.sep_token_id)
+        self.cls_id, self.mask_id = int(wordpiece.cls_token_id), int(wordpiece.mask_token_id)
+        self.unk_id = int(wordpiece.token_to_id("[UNK]"))
+
+    @classmethod
+    def from_preset(cls, preset: Any) -> "BertWordPieceTokenizer":
+        from lyricslab.presets import load_hub_tokenizer
+
+        return cls(load_hub_tokenizer(preset, "bert"))
+
+    @classmethod
+    def load(cls, folder: Path, lowercase: bool) -> "BertWordPieceTokenizer":
+        import keras_hub
+
+        return cls(keras_hub.tokenizers.BertTokenizer(vocabulary=str(folder / "vocabulary.txt"), lowercase=lowercase))
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.wordpiece.vocabulary_size())
+
+    def encode(self, text: str) -> np.ndarray:
+        return np.asarray(self.wordpiece.tokenize(text), dtype=np.int32)
+
+    def encode_songs(self, songs: Sequence[str]) -> np.ndarray:
+        ids: list[int] = []
+        for song in self.wordpiece.tokenize(list(songs)) if songs else []:
+            ids += list(song) + [self.eos_id]
+        return np.asarray(ids, dtype=np.int32)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """WordPiece text of the ids ([SEP] as a newline; [PAD], [CLS] and [MASK] left out)."""
+        lines, piece = [], []
+        for i in map(int, ids):
+            if i == self.eos_id:
+                lines.append(piece)
+                piece = []
+            elif i not in (self.pad_id, self.cls_id, self.mask_id):
+                piece.append(i)
+        lines.append(piece)
+        text = "\n".join(str(self.wordpiece.detokenize(p)) if p else "" for p in lines)
+        return WORDPIECE_TAG.sub(r"[\1]", text)  # WordPiece splits "[chorus]" into "[ chorus ]"
+
+    def _save(self, folder: Path) -> dict[str, Any]:
+        self.wordpiece.save_assets(str(folder))
+        return {"lowercase": bool(self.wordpiece.lowercase)}
+
+
 def from_preset(kind: str, cfg: Any) -> Tokenizer:
     if kind == "gpt2":
         return GPT2BPETokenizer.from_preset(cfg.preset)
+    if kind == "bert":
+        return BertWordPieceTokenizer.from_preset(cfg.preset)
     raise ValueError(f"no preset tokenizer of kind {kind!r}")
 
 
 def load(kind: str, folder: Path) -> Tokenizer:
     if kind == "gpt2":
         return GPT2BPETokenizer.load(folder)
+    if kind == "bert":
+        import json
+
+        return BertWordPieceTokenizer.load(folder, json.loads((folder / "tokenizer_config.json").read_text())["lowercase"])
     raise ValueError(f"no preset tokenizer of kind {kind!r}")

@@ -166,10 +166,12 @@ def build_tiny_bert(out: Path, texts: list[str] | None = None, vocab_size: int =
     import keras
     import keras_hub
 
+    import tensorflow as tf
+
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # [PAD] is id 0, as keras_hub's BERT expects
-    vocab = keras_hub.tokenizers.compute_word_piece_vocabulary(
-        texts if texts is not None else demo_texts(), vocabulary_size=vocab_size, lowercase=False,
-        reserved_tokens=specials)
+    corpus = tf.data.Dataset.from_tensor_slices(texts if texts is not None else demo_texts())  # a list would be file names
+    vocab = keras_hub.tokenizers.compute_word_piece_vocabulary(corpus, vocabulary_size=vocab_size, lowercase=False,
+                                                               reserved_tokens=specials)
     keras.utils.set_random_seed(seed)
     backbone = keras_hub.models.BertBackbone(vocabulary_size=len(vocab), num_layers=layers, num_heads=heads,
                                              hidden_dim=width, intermediate_dim=ff_dim, max_sequence_length=context)

@@ -249,7 +249,7 @@ class SubwordTokenizer(Tokenizer):
 
 KINDS = {"char": CharTokenizer, "word": WordTokenizer, "subword": SubwordTokenizer}
 # Tokenizers that come with a model preset (lyricslab.preset_tokenizers): loaded from it, never trained.
-PRESET_KINDS = ("gpt2",)
+PRESET_KINDS = ("gpt2", "bert")
 
 
 def train_tokenizer(cfg: Any, texts: Sequence[str]) -> Tokenizer:

@@ -252,6 +252,10 @@ def train(cfg: Any, callbacks: Sequence[keras.callbacks.Callback] = (), parent_r
     called as soon as the MLflow run exists (a sweep records it on the trial); `clock` is what
     `trainer.budget_minutes` is measured with (tests pass a fake one).
     """
+    if cfg.model.family == "bert":  # a masked LM: no causal bits/char, so its own loop (imported here: it uses this module)
+        from lyricslab.masked_lm import train_masked_lm
+
+        return train_masked_lm(cfg, callbacks, parent_run_id, tags, on_run_start, clock)
     started = time.perf_counter()
     tr = cfg.trainer
     check_trainer(tr)

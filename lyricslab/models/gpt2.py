@@ -5,11 +5,9 @@ so it reads and writes lyricslab's token ids (see lyricslab.preset_tokenizers: l
 GPT-2 id + 3, `<|endoftext|>` is <eos>), which lets it go through the same windows, scorers,
 callbacks and sampling as every other model.
 
-LoRA is keras_hub's `backbone.enable_lora(rank)`, with one fix: it leaves the adapted layers'
-biases trainable, but `save_lora_weights` stores only the adapters, so reloading the preset plus
-the adapters would silently drop the bias updates (keras-hub#2701). Those biases are frozen here,
-so the preset + the small LoRA file is exactly the fine-tuned model. `model.save` writes merged
-kernels (Keras' EinsumDense saves `kernel + A·B`), so the saved .keras is a plain GPT-2.
+LoRA is keras_hub's `backbone.enable_lora(rank)` with its biases frozen (lyricslab.models.lora,
+keras-hub#2701), so the preset + the small LoRA file is exactly the fine-tuned model. `model.save`
+writes merged kernels (Keras' EinsumDense saves `kernel + A·B`), so the saved .keras is a plain GPT-2.
 """
 
 from __future__ import annotations
@@ -24,6 +22,7 @@ import keras  # noqa: E402
 from keras import ops  # noqa: E402
 
 from lyricslab.decoding import TransformerCache  # noqa: E402
+from lyricslab.models.lora import enable_lora, lora_layer_paths  # noqa: E402
 from lyricslab.preset_tokenizers import ID_OFFSET  # noqa: E402
 
 NO_PROBABILITY = -1e9  # logit of ids the model must never predict: softmax gives them exactly 0 in float32
@@ -122,31 +121,6 @@ class GPT2Cache(TransformerCache):
     def forward(self, tokens, cache, index):
         logits, hidden, cache = super().forward(self.adapter.backbone_ids(tokens), cache, index)
         return self.adapter.lyricslab_logits(logits), hidden, cache
-
-
-def lora_layer_paths(backbone: keras.Model) -> set[str]:
-    """Paths of the layers that carry LoRA adapters."""
-    return {v.path.rsplit("/", 1)[0] for v in backbone.variables if v.path.endswith("/lora_kernel_a")}
-
-
-def freeze_lora_biases(backbone: keras.Model) -> None:
-    """The fix for keras-hub#2701: the adapted layers' biases stay as the preset has them."""
-    adapted = lora_layer_paths(backbone)
-    for v in backbone.variables:
-        if v.path.endswith("/bias") and v.path.rsplit("/", 1)[0] in adapted:
-            v.trainable = False
-
-
-def enable_lora(backbone: keras.Model, rank: int, targets: list[str]) -> None:
-    backbone.enable_lora(int(rank), target_layer_names=list(targets))
-    if not lora_layer_paths(backbone):
-        raise ValueError(f"model.lora_targets={list(targets)} names no layer of this GPT-2; use some of "
-                         f"query, key, value, attention_output")
-    freeze_lora_biases(backbone)
-
-
-def count_weights(variables: list[Any]) -> int:
-    return int(sum(int(ops.size(v)) for v in variables))
 
 
 def build_gpt2(cfg: Any, vocab_size: int) -> PresetCausalLM:
