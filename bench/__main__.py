@@ -8,7 +8,7 @@ bench/out/quick/, and `python -m bench --quick report` writes bench/out/quick/BE
 import os
 import sys
 
-NAMES = ["ingest", "throughput", "mfu", "generation", "sweep"]
+NAMES = ["ingest", "throughput", "mfu", "generation", "sweep", "lora"]
 USAGE = f"usage: python -m bench [--quick] [{'|'.join(NAMES)} ...] | python -m bench [--quick] report"
 
 

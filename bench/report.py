@@ -26,6 +26,7 @@ SECTIONS = [
     ("sweep.overhead", "Sweep overhead per trial", "python -m bench.sweep overhead", "sweep.py", "overhead"),
     ("sweep.pruning", "Sweep pruning savings", "python -m bench.sweep pruning", "sweep.py", "pruning"),
     ("sweep.memory", "Sweep memory", "python -m bench.sweep memory", "sweep.py", "memory"),
+    ("lora", "LoRA vs full fine-tuning", "python -m bench lora", "lora.py", None),
 ]
 
 INTRO = """\
