@@ -13,7 +13,7 @@ import sys
 
 from bench.sweep import PARTS as SWEEP_PARTS  # light: bench.sweep imports TensorFlow only inside its parts
 
-NAMES = ["ingest", "throughput", "mfu", "generation", "sweep", "conditioning", "quality"]
+NAMES = ["ingest", "throughput", "mfu", "generation", "sweep", "conditioning", "lora", "quality"]
 PARTS = {"sweep": SWEEP_PARTS}  # benchmarks made of parts that can run alone
 USAGE = (f"usage: python -m bench [--quick] [{'|'.join(NAMES)} [part ...] ...] | python -m bench [--quick] report"
          f" (sweep parts: {', '.join(SWEEP_PARTS)})")

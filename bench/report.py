@@ -29,6 +29,7 @@ SECTIONS = [
     ("sweep.load", "Sweep load on PostgreSQL and an MLflow server", "python -m bench sweep load", "sweep_load.py",
      "load"),
     ("conditioning", "Conditioning on tags", "python -m bench conditioning", "conditioning.py", None),
+    ("lora", "LoRA vs full fine-tuning", "python -m bench lora", "lora.py", None),
 ]
 
 INTRO = """\

@@ -6,6 +6,7 @@ It is logged as a run's `model/` artifact, so a run id or a registry version
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ def save_bundle(folder: Path, model: Any, tokenizer: Tokenizer, cfg: Any) -> Pat
 
     folder.mkdir(parents=True, exist_ok=True)
     model.save(folder / "model.keras")
+    if hasattr(model, "save_adapters"):  # LoRA models: the small adapters file beside the merged model
+        model.save_adapters(folder)
     tokenizer.save(folder / "tokenizer")
     (folder / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     return folder
@@ -50,7 +53,14 @@ def load_folder(folder: Path, source: str, extras: Path | None = None) -> Bundle
     home = folder if (folder / "tokenizer").exists() else extras
     if home is None or not (home / "tokenizer").exists() or not (home / "config.yaml").exists():
         raise BundleError(f"{source} has no tokenizer/ or config.yaml beside its model; pick a FINISHED training run")
-    model = keras.saving.load_model(folder / "model.keras", safe_mode=True)
+    import lyricslab.models  # noqa: F401 - registers lyricslab's own Keras classes (the GPT-2 adapter)
+
+    # compile=False: generation and scoring only call the model; the training optimizer's state (for LoRA,
+    # the adapters', which the merged model no longer has) is not needed. keras_hub tasks (BertMaskedLM)
+    # compile themselves when built, so Keras would warn that it skips that state: expected, not shown.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        model = keras.saving.load_model(folder / "model.keras", safe_mode=True, compile=False)
     return Bundle(model, load_tokenizer(home / "tokenizer"), OmegaConf.load(home / "config.yaml"), source)
 
 

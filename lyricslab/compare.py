@@ -43,6 +43,8 @@ LEGEND = """\
   bits per character compare across tokenizers.
 - vs_ngram: test_bpc over the Kneser-Ney character n-gram's on the same test songs (below 1 beats it). The n-gram
   itself is a row of its own (run `baseline`), one per data set in the table.
+- "(masked LM)" rows (model=bert_mlm) have no bits/char: their test_accuracy and macro precision/recall/f1 are over
+  masked tokens (BERT's objective), as in the original study's table; compare them with each other only.
 - rhyme, distinct_2, copy_rate: lyric metrics of the run's samples (their ref_* twins, on human text, are in MLflow).
 """
 
@@ -85,6 +87,9 @@ def leaderboard(experiment: str | None = "lyricslab", sweep: str | None = None, 
         return out.fillna(runs[fallback]) if fallback in runs else out
 
     table = pd.DataFrame({title: values(title) for title in COLUMNS})
+    if "tags.objective" in runs:  # a masked LM's numbers are not a causal LM's: say so in its row
+        masked = (runs["tags.objective"] == "masked_lm").to_numpy()
+        table.loc[masked, "model"] = table.loc[masked, "model"].astype(str) + " (masked LM)"
     table = pd.concat([table, baseline_rows(runs)], ignore_index=True) if len(runs) else table
     table["minutes"] = table["minutes"] / 60
     table["run"] = table["run"].str[:8]

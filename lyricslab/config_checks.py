@@ -23,6 +23,7 @@ WHOLE_NUMBERS = {
     "model.layers": (1, False), "model.units": (1, False), "model.heads": (1, False), "model.ff_dim": (1, False),
     "embedding.dim": (1, False), "tokenizer.vocab_size": (1, False), "tokenizer.min_freq": (1, False),
     "data_size.songs": (1, True), "samples.max_tokens": (1, False),
+    "model.lora_rank": (1, True), "model.context": (1, True),
 }
 # key -> (low, high, whether high itself is allowed)
 FRACTIONS = {"dropout.rate": (0.0, 1.0, False), "dropout.recurrent": (0.0, 1.0, False),
@@ -43,9 +44,26 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+# family (= its tokenizer kind) -> the model option that picks it
+PRESET_MODELS = {"gpt2": "gpt2_lora", "bert": "bert_mlm"}
+
+
+def _check_preset_family(cfg: DictConfig, family: str) -> None:
+    """A pretrained family reads its preset's own tokenizer, and the preset must be there."""
+    from lyricslab.presets import resolve_preset
+
+    if cfg.model.family != family:
+        raise ConfigError(f"tokenizer={family} is the tokenizer of a {family} preset; use it with "
+                          f"model={PRESET_MODELS[family]} (which picks it), not model.family={cfg.model.family}")
+    if cfg.tokenizer.kind != family:
+        raise ConfigError(f"model.family={family} uses its preset's own tokenizer, not tokenizer.kind="
+                          f"{cfg.tokenizer.kind}; drop the tokenizer override (or pass tokenizer={family})")
+    resolve_preset(cfg.model.get("preset"), family)  # a missing preset: one line that says how to get one
+
+
 def check_config(cfg: DictConfig) -> None:
     """Raise ConfigError for the first value no training could use."""
-    from lyricslab.tokenizers import KINDS  # no TensorFlow behind this import
+    from lyricslab.tokenizers import KINDS, PRESET_KINDS  # no TensorFlow behind this import
 
     def get(key: str) -> tuple[bool, Any]:
         missing = object()
@@ -60,7 +78,7 @@ def check_config(cfg: DictConfig) -> None:
         present, value = get(key)
         if present and not (_number(value) and low <= value and (value <= high if closed else value < high)):
             raise ConfigError(f"{key} must be a number in [{low}, {high}{']' if closed else ')'}, not {value!r}")
-    choices = {**CHOICES, "tokenizer.kind": tuple(sorted(KINDS))}
+    choices = {**CHOICES, "tokenizer.kind": tuple(sorted({*KINDS, *PRESET_KINDS}))}
     for key, allowed in choices.items():
         present, value = get(key)
         if present and value not in allowed:
@@ -90,6 +108,10 @@ def check_config(cfg: DictConfig) -> None:
             languages(cfg.data.get("language"))
     except (ValueError, DataError) as err:
         raise ConfigError(str(err)) from None
+    _, kind = get("tokenizer.kind")
+    for preset_family in PRESET_MODELS:
+        if preset_family in (family, kind):
+            _check_preset_family(cfg, preset_family)
     _, val = get("data.val_fraction")
     _, test = get("data.test_fraction")
     if _number(val) and _number(test) and val + test >= 1:

@@ -138,6 +138,8 @@ class TransformerCache:
 
 def make_cache(model: keras.Model, stride: int | None = None) -> RNNCache | TransformerCache:
     """The decoder for `model`; `stride` (transformers only) is how far the window slides when full."""
+    if hasattr(model, "decoding_cache"):  # a model that brings its own (the GPT-2 preset adapter)
+        return model.decoding_cache(stride)
     names = {layer.name for layer in model.layers}
     return TransformerCache(model, stride) if "position_embedding" in names else RNNCache(model)
 

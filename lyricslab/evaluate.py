@@ -95,6 +95,10 @@ def evaluate(bundle: Any, songs: list[str], with_samples: bool = True,
     from lyricslab.ngram import baseline_bpc
 
     notes: list[str] = []
+    if bundle.cfg.model.family == "bert":  # a masked LM: masked-token accuracy and macro P/R/F1, no bits/char
+        from lyricslab.masked_lm import evaluate_songs
+
+        return evaluate_songs(bundle, songs), ["a masked LM (model=bert_mlm): masked-token metrics, no bits/char"]
     texts = conditioned_songs(bundle.cfg, bundle.tokenizer, rows, songs) if rows is not None else songs
     stream = bundle.tokenizer.encode_songs(texts)
     chars = sum(len(s) + 1 for s in songs)  # +1: the end-of-song mark, as in training; control tokens are not chars

@@ -115,7 +115,7 @@ class SlidingWindowScorer:
 
     def __init__(self, model: keras.Model, stride: int | None, batch_size: int, unscored_ids: Sequence[int] = ()):
         self.unscored_ids = list(unscored_ids)
-        self.context = int(model.get_layer("position_embedding").sequence_length)
+        self.context = int(getattr(model, "context_length", 0) or model.get_layer("position_embedding").sequence_length)
         self.stride = int(stride) if stride else max(self.context // 2, 1)
         if not 0 < self.stride <= self.context:  # checked here, before training, not at the first validation
             raise ValueError(f"trainer.eval_stride must be between 1 and the context ({self.context}), not {stride}")
@@ -177,9 +177,9 @@ class CarriedStateScorer:
 
 def full_context_scorer(model: keras.Model, trainer, unscored_ids: Sequence[int] = ()
                         ) -> SlidingWindowScorer | CarriedStateScorer:
-    """The full-context scorer for this model family (transformers have a position embedding);
-    `unscored_ids`: target ids left out of every sum (control tokens)."""
-    if "position_embedding" in {layer.name for layer in model.layers}:
+    """The full-context scorer for this model family (transformers have a position embedding or, wrapping
+    a preset, a context length); `unscored_ids`: target ids left out of every sum (control tokens)."""
+    if hasattr(model, "context_length") or "position_embedding" in {layer.name for layer in model.layers}:
         return SlidingWindowScorer(model, trainer.get("eval_stride"), int(trainer.batch_size), unscored_ids)
     return CarriedStateScorer(model, chunk=int(trainer.seq_len), rows=int(trainer.batch_size),
                               unscored_ids=unscored_ids)

@@ -36,14 +36,25 @@ def forward_flops_per_token(cfg: Any, vocab: int) -> float:
         if m.units != e.dim:
             flops += 2 * m.units * e.dim
         return flops + 2 * e.dim * vocab
+    if m.family == "gpt2":  # the preset's shapes; GPT-2's MLP width is intermediate_dim
+        from lyricslab.presets import backbone_config
+
+        shape = backbone_config(m.preset, "gpt2")
+        w, ff, layers, t = shape["hidden_dim"], shape["intermediate_dim"], shape["num_layers"], cfg.trainer.seq_len
+        return layers * (2 * 4 * w * w + 2 * 2 * w * ff + 2 * 2 * t * w) + 2 * w * vocab
     w, t = m.width, cfg.trainer.seq_len
     per_layer = 2 * 4 * w * w + 2 * 2 * w * m.ff_dim + 2 * 2 * t * w  # projections, FFN, scores and mixing
     return m.layers * per_layer + 2 * w * vocab
 
 
 def training_flops_per_token(cfg: Any, vocab: int) -> float:
-    """Forward + backward (twice the forward) matmul FLOPs per training token."""
-    return 3 * forward_flops_per_token(cfg, vocab)
+    """Forward + backward (twice the forward) matmul FLOPs per training token.
+
+    Under LoRA the frozen weights need no weight gradients, only the gradients flowing back through
+    them: the backward pass costs one forward, not two (the rank-r adapters add well under 1%).
+    """
+    backward = 1 if cfg.model.get("lora_rank") else 2
+    return (1 + backward) * forward_flops_per_token(cfg, vocab)
 
 
 def device_name() -> str:

@@ -109,7 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     from lyricslab.decoding import make_cache  # Keras: imported once there is a model, so a wrong id fails fast
     from lyricslab.generation import generate
 
-    cache = make_cache(bundle.model)
+    masked = bundle.cfg.model.family == "bert"
+    if masked:  # a masked LM writes by filling [MASK]s left to right: a full pass per token, much slower
+        from lyricslab.masked_lm import generate
+    cache = None if masked else make_cache(bundle.model)
     prompt = controls + start_text(opts["structure"], opts["prompt"])
     label = "".join(f", {key}={value}" for key, value in request.items())
     songs = []

@@ -289,10 +289,16 @@ class SubwordTokenizer(Tokenizer):
 
 
 KINDS = {"char": CharTokenizer, "word": WordTokenizer, "subword": SubwordTokenizer}
+# Tokenizers that come with a model preset (lyricslab.preset_tokenizers): loaded from it, never trained.
+PRESET_KINDS = ("gpt2", "bert")
 
 
 def train_tokenizer(cfg: Any, texts: Sequence[str]) -> Tokenizer:
     kind = cfg.kind if not isinstance(cfg, str) else cfg
+    if kind in PRESET_KINDS:
+        from lyricslab.preset_tokenizers import from_preset
+
+        return from_preset(kind, cfg)
     if kind not in KINDS:
         raise ValueError(f"tokenizer.kind must be one of {sorted(KINDS)}, not {kind!r}")
     return KINDS[kind].train(texts, cfg if not isinstance(cfg, str) else None)
@@ -302,6 +308,10 @@ def load_tokenizer(folder: str | Path) -> Tokenizer:
     folder = Path(folder)
     config = json.loads((folder / CONFIG_FILE).read_text())
     kind = config["kind"]
+    if kind in PRESET_KINDS:
+        from lyricslab.preset_tokenizers import load
+
+        return load(kind, folder)
     if kind == "subword":
         from tokenizers import Tokenizer as HFTokenizer
 

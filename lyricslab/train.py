@@ -278,6 +278,10 @@ def train(cfg: Any, callbacks: Sequence[keras.callbacks.Callback] = (), parent_r
     called as soon as the MLflow run exists (a sweep records it on the trial); `clock` is what
     `trainer.budget_minutes` is measured with (tests pass a fake one).
     """
+    if cfg.model.family == "bert":  # a masked LM: no causal bits/char, so its own loop (imported here: it uses this module)
+        from lyricslab.masked_lm import train_masked_lm
+
+        return train_masked_lm(cfg, callbacks, parent_run_id, tags, on_run_start, clock)
     started = time.perf_counter()
     tr = cfg.trainer
     check_trainer(tr)
@@ -316,7 +320,9 @@ def train(cfg: Any, callbacks: Sequence[keras.callbacks.Callback] = (), parent_r
         derived = DerivedMetrics(tokens_per_step=tr.batch_size * tr.seq_len)
         scorer = full_context_scorer(model, tr, unscored)
         validation = FullContextValidation(scorer, streams["val"], chars["val"])
-        mlflow.log_params({"data.vocab_size": tokenizer.vocab_size, "model.params": model.count_params()})
+        trainable = int(sum(np.prod(v.shape) for v in model.trainable_weights))  # LoRA: the adapters only
+        mlflow.log_params({"data.vocab_size": tokenizer.vocab_size, "model.params": model.count_params(),
+                           "model.trainable_params": trainable})
         mlflow.log_metrics(baseline)
         extra = [ResetStatesEachPass(batches), *callbacks] if carried else callbacks
         fit_list = fit_callbacks(cfg, derived, validation, extra, budget)
@@ -348,7 +354,7 @@ def train(cfg: Any, callbacks: Sequence[keras.callbacks.Callback] = (), parent_r
         metrics.update({
             "best_round": float(best + 1), "rounds_run": float(len(history["val_bpc"])),
             "steps_per_round": float(steps), "train_tokens": float(derived.tokens_seen),
-            "params": float(model.count_params()),
+            "params": float(model.count_params()), "trainable_params": float(trainable),
             "train_tokens_per_sec": derived.tokens_seen / max(derived.train_seconds, 1e-9),
             "train_seconds": fit_seconds,
         })

@@ -46,7 +46,7 @@ CASES = [
     pytest.param(["run", "trainer.epochs=abc"], "trainer.epochs must be a whole number", id="run-epochs-not-a-number"),
     pytest.param(["run", "trainer.epochs=-1"], "trainer.epochs must be a whole number >= 1", id="run-negative-epochs"),
     pytest.param(["run", "trainer.seq_len=0"], "trainer.seq_len must be a whole number >= 1", id="run-seq-len-0"),
-    pytest.param(["run", "tokenizer.kind=morse"], "tokenizer.kind must be one of char, subword, word",
+    pytest.param(["run", "tokenizer.kind=morse"], "tokenizer.kind must be one of bert, char, gpt2, subword, word",
                  id="run-unknown-tokenizer-kind"),
     pytest.param(["run", "dropout.rate=1.5"], "dropout.rate must be a number in [0.0, 1.0)", id="run-dropout-above-1"),
     pytest.param(["run", "optimizer.learning_rate=0"], "optimizer.learning_rate must be a number > 0",

@@ -31,7 +31,7 @@ def test_help_and_cfg_do_not_import_tensorflow():
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr[-2000:]
         assert "tensorflow" not in out.stderr and "keras" not in out.stderr
-    assert "model: gru, lstm, simple_rnn, transformer" in run_cli("--help").stdout
+    assert "model: bert_mlm, gpt2_lora, gru, lstm, simple_rnn, transformer" in run_cli("--help").stdout
 
 
 def test_bad_data_path_is_one_clear_line(tmp_path):
