@@ -14,9 +14,9 @@ import sys
 from bench.sweep import PARTS as SWEEP_PARTS  # light: bench.sweep imports TensorFlow only inside its parts
 
 NAMES = ["ingest", "throughput", "mfu", "generation", "sweep", "conditioning", "lora", "quality"]
-PARTS = {"sweep": SWEEP_PARTS}  # benchmarks made of parts that can run alone
+PARTS = {"sweep": SWEEP_PARTS, "quality": ("compare", "recipe")}  # benchmarks made of parts that can run alone
 USAGE = (f"usage: python -m bench [--quick] [{'|'.join(NAMES)} [part ...] ...] | python -m bench [--quick] report"
-         f" (sweep parts: {', '.join(SWEEP_PARTS)})")
+         f" (parts: {'; '.join(f'{k}: {chr(44).join(v)}' for k, v in PARTS.items())})")
 
 
 def plan(args: list[str]) -> list[tuple[str, list[str]]]:

@@ -22,6 +22,7 @@ demo corpus with tiny models and a few seconds of budget.
 from __future__ import annotations
 
 import tempfile
+import os
 from pathlib import Path
 
 from bench.common import Target, check, out_dir, quick, record
@@ -32,7 +33,7 @@ RECIPE = ["experiment=lyrics_transformer"]
 MINUTES = 30.0
 COMPARE_MINUTES = 5.0
 TARGET_RATIO = Target("<=", 0.85, "x")  # test bits/char ÷ the character 8-gram's, same test songs
-TINY = ["model.layers=1", "embedding=small", "model.ff_dim=64", "model.units=32", "trainer.seq_len=32",
+TINY = ["model.layers=1", "embedding=small", "++model.ff_dim=64", "++model.units=32",  # ++: either family "trainer.seq_len=32",
         "trainer.batch_size=8", "trainer.eval_every_minutes=null", "trainer.eval_every_steps=5",
         "samples.max_tokens=40"]
 
@@ -80,19 +81,23 @@ def two_samples(run_id: str) -> str:
     return "\n\n=== ".join(blocks[:2]).strip()
 
 
-def run() -> dict | None:
-    if not quick() and not DEV_CSV.exists():
-        print(f"quality: skipped, the dev corpus {DEV_CSV} is absent")
-        return None
-    store = out_dir() / "quality-mlruns"
-    minutes, compare = (0.1, 0.05) if quick() else (MINUTES, COMPARE_MINUTES)
-    figures: dict[str, object] = {}
-    checks = []
+PARTS = ("compare", "recipe")
 
+
+def data_line(minutes: float) -> str:
+    data = "demo corpus, tiny models (quick mode)" if quick() else f"{DEV_CSV.name} (784 songs), data_size=full"
+    return (f"{minutes:g} min of training wall time per model on this machine's {os.cpu_count()} cores; data {data}; "
+            f"scored on the test split (unseen songs)")
+
+
+def recipe() -> dict:
+    """The default recipe at the full budget: test bits/char against the n-gram, MFU, tokens, samples."""
+    store = out_dir() / "quality-mlruns"
+    minutes = 0.1 if quick() else MINUTES
     metrics, run_id = train_variant(RECIPE, minutes, store)
     ratio = metrics["test_bpc"] / metrics["baseline_ngram_test_bpc"]
-    checks.append(check(f"{RECIPE[0]}, {minutes:g} min: test bits/char ÷ character 8-gram's", ratio, TARGET_RATIO))
-    figures.update({
+    checks = [check(f"{RECIPE[0]}, {minutes:g} min: test bits/char ÷ character 8-gram's", ratio, TARGET_RATIO)]
+    figures: dict[str, object] = {
         "test bits/char (full context)": metrics["test_bpc"],
         "character 8-gram test bits/char (same songs)": metrics["baseline_ngram_test_bpc"],
         "best val bits/char (restored round)": metrics["best_val_bpc"],
@@ -103,29 +108,48 @@ def run() -> dict | None:
         "rounds run / best round": f"{int(metrics['rounds_run'])} / {int(metrics['best_round'])}",
         "budget used (min)": metrics["budget_used_minutes"],
         "parameters": int(metrics["params"]),
-    })
+    }
     lyric = ("rhyme_density", "distinct_1", "distinct_2", "repetition", "words_per_line", "lines_per_section",
              "structure_validity", "copy_rate")
     figures.update({f"lyric metric {k}: samples / human (same length and count)": f"{metrics[k]:.3g} / "
                     f"{metrics.get('ref_' + k, float('nan')):.3g}" for k in lyric if k in metrics})
     texts = {f"Two samples ({RECIPE[0]}, {minutes:g} min)": two_samples(run_id)}
+    return record("quality", "Quality on real lyrics", data_line(minutes), checks, figures, texts)
 
+
+def compare() -> dict:
+    """Song-level context and tokenizers, each variant trained for the same shorter budget and
+    differing from its neighbour in one setting only (see COMPARISONS in bench/quality.py)."""
+    store = out_dir() / "quality-mlruns"
+    minutes = 0.05 if quick() else COMPARE_MINUTES
+    every = [f"trainer.eval_every_minutes={minutes / 2:g}"]
+    figures: dict[str, object] = {}
     done: dict[tuple[str, ...], dict] = {}
     for title, variants in COMPARISONS.items():
         for label, overrides in variants:
             key = tuple(overrides)
             if key not in done:
-                print(f"\n[quality] {title}: {label} ({compare:g} min)", flush=True)
-                done[key] = train_variant(overrides, compare, store)[0]
+                print(f"\n[quality] {title}: {label} ({minutes:g} min)", flush=True)
+                done[key] = train_variant([*overrides, *([] if quick() else every)], minutes, store)[0]
             m = done[key]
-            figures[f"{title}: {label}, test bits/char ({compare:g} min)"] = m["test_bpc"]
+            figures[f"{title}: {label}, test bits/char"] = m["test_bpc"]
             figures[f"{title}: {label}, ÷ 8-gram"] = m["test_bpc"] / m["baseline_ngram_test_bpc"]
-    data = "demo corpus, tiny models (quick mode)" if quick() else f"{DEV_CSV.name} (784 songs), data_size=full"
-    budget = (f"{minutes:g} min of training wall time for the recipe, {compare:g} min for each comparison, "
-              f"on this machine's {__import__('os').cpu_count()} cores; data {data}; scored on the test split "
-              f"(unseen songs)")
-    return record("quality", "Quality on real lyrics", budget, checks, figures, texts)
+            figures[f"{title}: {label}, training tokens"] = int(m["train_tokens"])
+    return record("quality.compare", "Quality comparisons at one budget", data_line(minutes), [], figures)
+
+
+def run(parts: tuple[str, ...] = PARTS) -> None:
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown:
+        raise SystemExit(f"error: unknown quality benchmark {unknown[0]!r}; choose from {', '.join(PARTS)}")
+    if not quick() and not DEV_CSV.exists():
+        print(f"quality: skipped, the dev corpus {DEV_CSV} is absent")
+        return
+    for part in parts:
+        {"compare": compare, "recipe": recipe}[part]()
 
 
 if __name__ == "__main__":
-    run()
+    import sys
+
+    run(tuple(a for a in sys.argv[1:] if a != "--quick") or PARTS)

@@ -30,6 +30,9 @@ SECTIONS = [
      "load"),
     ("conditioning", "Conditioning on tags", "python -m bench conditioning", "conditioning.py", None),
     ("lora", "LoRA vs full fine-tuning", "python -m bench lora", "lora.py", None),
+    ("quality", "Quality on real lyrics", "python -m bench quality recipe", "quality.py", None),
+    ("quality.compare", "Quality comparisons at one budget", "python -m bench quality compare", "quality.py",
+     "compare"),
 ]
 
 INTRO = """\
