@@ -141,8 +141,10 @@ start_mlflow() {
         extra=(--allowed-hosts "$HOST,$HOST:$MLFLOW_PORT,localhost,localhost:*,127.0.0.1,127.0.0.1:*")
     fi
     # Its own session, so `down` can end the server and the workers it forks as one process group.
+    # MLflow 3's background-job runner (GenAI jobs) idles at ~1.4 GB here and serves nothing lyricslab
+    # uses: off unless the caller turns it on.
     # shellcheck disable=SC2086  # MLFLOW_SERVER_ARGS is a list of options
-    setsid "$PYTHON" -m mlflow server --host "$HOST" --port "$MLFLOW_PORT" --workers 1 \
+    MLFLOW_SERVER_ENABLE_JOB_EXECUTION="${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}" setsid "$PYTHON" -m mlflow server --host "$HOST" --port "$MLFLOW_PORT" --workers 1 \
         --backend-store-uri "$(storage_url mlflow)" --serve-artifacts --artifacts-destination "$DIR/artifacts" \
         "${extra[@]}" ${MLFLOW_SERVER_ARGS:-} >"$DIR/mlflow.log" 2>&1 </dev/null &
     echo $! >"$DIR/mlflow.pid"
