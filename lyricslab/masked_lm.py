@@ -26,8 +26,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from lyricslab.train import (MlflowEpochLogger, StopOnNonFiniteLoss, configure_runtime,  # first: TF loads quietly
-                             progress_verbosity, steps_per_round)
+from lyricslab.fitting import (MlflowEpochLogger, StopOnNonFiniteLoss, configure_runtime,  # first: TF loads quietly
+                               progress_verbosity, steps_per_round)
 import keras  # noqa: E402
 import mlflow  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402

@@ -137,6 +137,14 @@ def train_byte_level_bpe(texts: list[str], vocab_size: int) -> tuple[dict[str, i
     return vocab, merges
 
 
+def save_preset(out: Path, backbone: Any, tokenizer: Any) -> Path:
+    """A keras_hub preset folder: the backbone's config and weights, and its tokenizer's assets."""
+    out.mkdir(parents=True, exist_ok=True)
+    backbone.save_to_preset(str(out))
+    tokenizer.save_to_preset(str(out))
+    return out
+
+
 def build_tiny_gpt2(out: Path, texts: list[str] | None = None, vocab_size: int = 1000, layers: int = 2,
                     heads: int = 2, width: int = 64, ff_dim: int = 128, context: int = 256, seed: int = 0) -> Path:
     """A random-weight GPT-2 preset (keras_hub GPT2Backbone + GPT2Tokenizer) in `out`."""
@@ -151,10 +159,7 @@ def build_tiny_gpt2(out: Path, texts: list[str] | None = None, vocab_size: int =
     backbone = keras_hub.models.GPT2Backbone(vocabulary_size=len(vocab), num_layers=layers, num_heads=heads,
                                              hidden_dim=width, intermediate_dim=ff_dim, max_sequence_length=context)
     tokenizer = keras_hub.tokenizers.GPT2Tokenizer(vocabulary=vocab, merges=merges)
-    out.mkdir(parents=True, exist_ok=True)
-    backbone.save_to_preset(str(out))
-    tokenizer.save_to_preset(str(out))
-    return out
+    return save_preset(out, backbone, tokenizer)
 
 
 def build_tiny_bert(out: Path, texts: list[str] | None = None, vocab_size: int = 1000, layers: int = 2,
@@ -176,10 +181,7 @@ def build_tiny_bert(out: Path, texts: list[str] | None = None, vocab_size: int =
     backbone = keras_hub.models.BertBackbone(vocabulary_size=len(vocab), num_layers=layers, num_heads=heads,
                                              hidden_dim=width, intermediate_dim=ff_dim, max_sequence_length=context)
     tokenizer = keras_hub.tokenizers.BertTokenizer(vocabulary=vocab, lowercase=False)
-    out.mkdir(parents=True, exist_ok=True)
-    backbone.save_to_preset(str(out))
-    tokenizer.save_to_preset(str(out))
-    return out
+    return save_preset(out, backbone, tokenizer)
 
 
 BUILDERS = {"tiny-gpt2": build_tiny_gpt2, "tiny-bert": build_tiny_bert}

@@ -5,17 +5,14 @@ Plain function, no Hydra main here (see run.py), so sweeps and tests call it dir
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import math
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter off the console
 
@@ -29,7 +26,7 @@ from omegaconf import OmegaConf  # noqa: E402
 
 from lyricslab import tracking  # noqa: E402
 from lyricslab.breakdown import bpc_by_group, columns_of, scorer_for  # noqa: E402
-from lyricslab.budget import Budget, check_trainer, steps_for_minutes  # noqa: E402
+from lyricslab.budget import Budget, check_trainer  # noqa: E402
 from lyricslab.callbacks import (DerivedMetrics, FullContextValidation, LearningRateByProgress,  # noqa: E402
                                  ResetStatesEachPass, RoundProgress, StopAtBudget, ThroughputProbe)
 from lyricslab.data import load_splits  # noqa: E402
@@ -37,9 +34,13 @@ from lyricslab.data.conditioning import ARTIFACT as CONDITIONING_ARTIFACT, condi
 from lyricslab.data.prepare import SPLITS  # noqa: E402
 from lyricslab.bundle import save_bundle  # noqa: E402
 from lyricslab.evaluation import full_context_scorer, score_windows  # noqa: E402
+from lyricslab.fitting import (MlflowEpochLogger, NonFiniteLoss, StopOnNonFiniteLoss,  # noqa: E402,F401
+                               configure_runtime, diverged_as_non_finite_loss, progress_verbosity, steps_per_round,
+                               stopped_by)
 from lyricslab.flops import matmul_peak, model_flop_utilisation, training_flops_per_token  # noqa: E402
 from lyricslab.generation import write_samples  # noqa: E402
 from lyricslab.lyric_metrics import sample_metrics  # noqa: E402
+from lyricslab.masked_lm import train_masked_lm  # noqa: E402
 from lyricslab.models import build_model  # noqa: E402
 from lyricslab.models.rnn import build_rnn  # noqa: E402
 from lyricslab.ngram import baseline_bpc  # noqa: E402
@@ -50,70 +51,6 @@ from lyricslab.windows import Windows, carried_batches, make_windows, to_dataset
 
 
 MAX_ROUNDS = 1_000_000  # under a budget: "unbounded"; the budget or early stopping ends the fit
-
-
-class NonFiniteLoss(FloatingPointError):
-    """Training diverged; raised so the run (or sweep trial) fails with the reason recorded."""
-
-
-class StopOnNonFiniteLoss(keras.callbacks.Callback):
-    def on_epoch_end(self, epoch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            raise NonFiniteLoss(f"loss became {loss} in epoch {epoch + 1}; lower optimizer.learning_rate "
-                                f"or set trainer.gradient_clip")
-
-
-@contextlib.contextmanager
-def diverged_as_non_finite_loss(model: keras.Model) -> Iterator[None]:
-    """Report a diverged run as NonFiniteLoss even when no epoch ends to show the loss.
-
-    Keras' sparse update for the embedding (RMSprop divides by a dense denominator) takes a path
-    for NaN denominators that fails on repeated token ids with a graph error, inside the very
-    step whose loss became NaN. Non-finite weights or optimizer state tell that crash from a bug.
-    """
-    import tensorflow as tf
-
-    try:
-        yield
-    except tf.errors.InvalidArgumentError as err:
-        values = [*model.weights, *model.optimizer.variables]
-        if all(np.isfinite(keras.ops.convert_to_numpy(v)).all() for v in values):
-            raise
-        raise NonFiniteLoss("training diverged (weights or optimizer state became non-finite); lower "
-                            "optimizer.learning_rate or set trainer.gradient_clip") from err
-
-
-class MlflowEpochLogger(keras.callbacks.Callback):
-    """Every number in the round's logs, with the round (0-based; a Keras epoch) as the step.
-
-    mlflow.keras.MlflowCallback would also do this, but it logs optimizer params that clash
-    with our flattened config params; this is its on_epoch_end alone.
-    """
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs and mlflow.active_run() is not None:
-            mlflow.log_metrics({k: float(v) for k, v in logs.items()}, step=epoch)
-
-
-def configure_runtime(trainer: Any) -> None:
-    import tensorflow as tf
-
-    # Every trial of a sweep traces new graphs on purpose; TF's "retracing" warning is noise here.
-    tf.get_logger().setLevel("ERROR")
-    keras.backend.clear_session()
-    keras.utils.set_random_seed(int(trainer.seed))
-    policy = {"bf16": "mixed_bfloat16", "float32": "float32"}.get(str(trainer.precision))
-    if policy is None:
-        raise ValueError(f"trainer.precision must be float32 or bf16, not {trainer.precision!r}")
-    keras.mixed_precision.set_dtype_policy(policy)
-
-
-def progress_verbosity(setting: Any) -> int:
-    """Keras progress bars on a terminal, one line per epoch in logs and CI."""
-    if str(setting) == "auto":
-        return 1 if sys.stdout.isatty() else 2
-    return int(setting)
 
 
 def compile_model(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> None:
@@ -167,22 +104,6 @@ def measure_steps_per_second(cfg: Any, vocab_size: int, train_ds: Any) -> float:
     return timer.steps_per_second()
 
 
-def steps_per_round(tr: Any, batches: int, probe: Callable[[], float]) -> int:
-    """Training steps per evaluation round (one Keras epoch): `eval_every_steps`; or what
-    `eval_every_minutes` takes at the rate `probe()` measures; else one pass over the train split's
-    `batches`, capped by `steps_per_epoch`. The first two don't grow with the corpus."""
-    if tr.get("eval_every_steps"):
-        return int(tr.eval_every_steps)
-    if tr.get("eval_every_minutes"):
-        rate = probe()
-        steps = steps_for_minutes(rate, float(tr.eval_every_minutes))
-        if progress_verbosity(tr.verbose):
-            print(f"trainer.eval_every_minutes={tr.eval_every_minutes:g}: {rate:.2f} training steps/s measured, "
-                  f"so a validation round every {steps} steps", flush=True)
-        return steps
-    return min(batches, tr.steps_per_epoch) if tr.steps_per_epoch else batches
-
-
 def fit_callbacks(cfg: Any, derived: DerivedMetrics, validation: FullContextValidation,
                   extra: Sequence[keras.callbacks.Callback] = (), budget: Budget | None = None
                   ) -> list[keras.callbacks.Callback]:
@@ -203,15 +124,6 @@ def fit_callbacks(cfg: Any, derived: DerivedMetrics, validation: FullContextVali
             callbacks.append(LearningRateByProgress(schedule, budget.fraction))
         callbacks.append(StopAtBudget(budget))
     return [*callbacks, *extra, RoundProgress(budget)]
-
-
-def stopped_by(callbacks: Sequence[keras.callbacks.Callback]) -> str:
-    """What ended the fit: `budget`, `early_stopping` or `epochs` (all rounds ran)."""
-    if any(isinstance(c, StopAtBudget) and c.stopped for c in callbacks):
-        return "budget"
-    if any(isinstance(c, keras.callbacks.EarlyStopping) and c.stopped_epoch > 0 for c in callbacks):
-        return "early_stopping"
-    return "epochs"
 
 
 def evaluate_test(model: keras.Model, scorer: Any, stream: np.ndarray, chars: int, seq_len: int,
@@ -278,9 +190,7 @@ def train(cfg: Any, callbacks: Sequence[keras.callbacks.Callback] = (), parent_r
     called as soon as the MLflow run exists (a sweep records it on the trial); `clock` is what
     `trainer.budget_minutes` is measured with (tests pass a fake one).
     """
-    if cfg.model.family == "bert":  # a masked LM: no causal bits/char, so its own loop (imported here: it uses this module)
-        from lyricslab.masked_lm import train_masked_lm
-
+    if cfg.model.family == "bert":  # a masked LM: no causal bits/char, so its own loop
         return train_masked_lm(cfg, callbacks, parent_run_id, tags, on_run_start, clock)
     started = time.perf_counter()
     tr = cfg.trainer
