@@ -12,8 +12,8 @@ on the same data and splits, and differ in one setting only:
 - song-level context (§3): the transformer with a 512-character context against 64 characters,
   and the LSTM with its state carried across windows (char-rnn's truncated backprop) against
   shuffled independent windows;
-- tokenizer (§4): char, subword (byte-level BPE) and word (byte fallback), all lossless, so
-  their bits/char are the same measure.
+- tokenizer (§4): char against subword (byte-level BPE), both lossless, so their bits/char are
+  the same measure.
 
 Skipped, with a message, when the dev corpus is absent. Quick mode runs the same code on the
 demo corpus with tiny models and a few seconds of budget.
@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEV_CSV = ROOT.parent / "shared" / "data" / "lyrics_dev.csv"
 RECIPE = ["experiment=lyrics_transformer"]
 MINUTES = 30.0
-COMPARE_MINUTES = 5.0
+COMPARE_MINUTES = 4.0
 TARGET_RATIO = Target("<=", 0.85, "x")  # test bits/char ÷ the character 8-gram's, same test songs
 TINY = ["model.layers=1", "embedding=small", "++model.ff_dim=64", "++model.units=32",  # ++: either family "trainer.seq_len=32",
         "trainer.batch_size=8", "trainer.eval_every_minutes=null", "trainer.eval_every_steps=5",
@@ -44,8 +44,8 @@ COMPARISONS = {
     "song-level context, LSTM": [("state carried across windows", ["experiment=lyrics_lstm"]),
                                  ("shuffled windows, no carried state",
                                   ["experiment=lyrics_lstm", "trainer.carry_state=false"])],
-    "tokenizer, transformer": [("char", RECIPE), ("subword (BPE 2000)", [*RECIPE, "tokenizer=subword"]),
-                               ("word (8000, byte fallback)", [*RECIPE, "tokenizer=word"])],
+    # word (8000, byte fallback) is left out: a third run at this budget did not fit the bench's time
+    "tokenizer, transformer": [("char", RECIPE), ("subword (BPE 2000)", [*RECIPE, "tokenizer=subword"])],
 }
 
 
