@@ -72,12 +72,15 @@ def main(cfg: DictConfig) -> float:
     from lyricslab.budget import TrainerConfigError, check_trainer
     from lyricslab.config_checks import ConfigError, check_config
     from lyricslab.data import DataError
-    from lyricslab.data.prepare import resolve_path
+    from lyricslab.data.prepare import load_splits, resolve_path
 
     try:
         check_config(cfg)  # a value no training can use (epochs=-1, seq_len=0) fails before TensorFlow loads
         check_trainer(cfg.trainer)  # so does an impossible budget or evaluation cadence
         resolve_path(cfg.data)  # and a wrong data.path
+        # And an unreadable or empty data file: prepared (and cached for train) before TensorFlow loads,
+        # so the error is quick and the process never has to shut TensorFlow down after it.
+        load_splits(cfg.data, cfg.data_size.songs)
         from lyricslab.train import train
 
         metrics = train(cfg)

@@ -213,9 +213,12 @@ def iter_blocks(source: Any, report: ReadReport, block_size: int = 16 << 20) -> 
             strings_can_be_null=True,
         ),
     )
-    for batch in reader:
-        report.rows += batch.num_rows
-        yield as_text(batch, report)
+    try:
+        for batch in reader:
+            report.rows += batch.num_rows
+            yield as_text(batch, report)
+    finally:  # stop the reader's threads now, not at interpreter exit (where they abort the process)
+        reader.close()
 
 
 def as_text(batch: pa.RecordBatch, report: ReadReport) -> pa.Table:
