@@ -6,6 +6,7 @@ really starts, so `--help` and `--cfg job` answer instantly.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -85,8 +86,10 @@ def main(cfg: DictConfig) -> float:
 
         metrics = train(cfg)
     except (ConfigError, TrainerConfigError, DataError) as err:  # bad input: one line that says how to fix it
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        # Nothing was started that needs closing, and after a failed read pyarrow's reader threads can
+        # abort the interpreter's shutdown now and then ("terminate called without an active exception").
+        os._exit(2)
     print_summary(metrics, cfg)
     return metrics.get("best_val_bpc", float("nan"))  # a masked LM (model=bert_mlm) has no bits/char
 
