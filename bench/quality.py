@@ -135,7 +135,9 @@ def compare() -> dict:
             figures[f"{title}: {label}, test bits/char"] = m["test_bpc"]
             figures[f"{title}: {label}, ÷ 8-gram"] = m["test_bpc"] / m["baseline_ngram_test_bpc"]
             figures[f"{title}: {label}, training tokens"] = int(m["train_tokens"])
-    return record("quality.compare", "Quality comparisons at one budget", data_line(minutes), [], figures)
+            # Recorded after every variant, so an interrupted run keeps what it measured.
+            entry = record("quality.compare", "Quality comparisons at one budget", data_line(minutes), [], figures)
+    return entry
 
 
 def run(parts: tuple[str, ...] = PARTS) -> None:
