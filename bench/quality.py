@@ -118,8 +118,8 @@ def recipe() -> dict:
 
 
 def compare() -> dict:
-    """Song-level context and tokenizers, each variant trained for the same shorter budget and
-    differing from its neighbour in one setting only (see COMPARISONS in bench/quality.py)."""
+    """Song-level context: each variant trained for the same shorter budget, differing from its
+    neighbour in one setting only (see COMPARISONS in bench/quality.py)."""
     store = out_dir() / "quality-mlruns"
     minutes = 0.05 if quick() else COMPARE_MINUTES
     every = [f"trainer.eval_every_minutes={minutes:g}"]  # one validation, at the end: rounds cost budget
