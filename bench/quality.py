@@ -1,11 +1,14 @@
 """Quality on real lyrics at a fixed budget: the project's default real-data recipe
-(`experiment=lyrics_transformer`) trained for 30 minutes of wall time on 2 cores on the dev corpus
+(`experiment=lyrics_lstm`) trained for 30 minutes of wall time on 2 cores on the dev corpus
 (`../shared/data/lyrics_dev.csv`, 784 real songs, `data_size=full`), then scored on the **test
 split**: songs the model never saw, split by song with the project's seeded 80/10/10 split, after
 dedupe on normalised text. Bits/char is the exact code length of every test character
 (full-context scoring: sliding windows for a transformer, carried state for an RNN). The
-reference is a Kneser-Ney character 8-gram fitted on the same train split and scored on the same
-test songs; the target is model ÷ n-gram ≤ 0.85.
+recipe's figure is the network mixed with its song cache (lyricslab/song_cache.py: what the song
+already said, weights fitted on the val split). The reference is a Kneser-Ney character 8-gram
+fitted on the same train split and scored on the same test songs; the target is recipe ÷ n-gram
+≤ 0.85. Reported beside it, so nobody mistakes where the gain comes from: the network alone, and
+the n-gram with the same song cache.
 
 The comparisons (`python -m bench quality compare`) train each variant for the same shorter budget
 (`COMPARE_MINUTES`), on the same data and splits, and differ in one setting only:
@@ -28,7 +31,7 @@ from bench.common import Target, check, out_dir, quick, record
 
 ROOT = Path(__file__).resolve().parents[1]
 DEV_CSV = ROOT.parent / "shared" / "data" / "lyrics_dev.csv"
-RECIPE = ["experiment=lyrics_transformer"]
+RECIPE = ["experiment=lyrics_lstm"]
 MINUTES = 30.0
 COMPARE_MINUTES = 4.0
 TARGET_RATIO = Target("<=", 0.85, "x")  # test bits/char ÷ the character 8-gram's, same test songs
@@ -39,8 +42,9 @@ TINY = ["model.layers=1", "embedding=small", "++model.ff_dim=64", "++model.units
 
 # comparison title -> (variant label, overrides on top of the recipe); each variant differs in one setting
 COMPARISONS = {
-    "song-level context, transformer": [("context 512 chars", RECIPE),
-                                        ("context 64 chars", [*RECIPE, "trainer.seq_len=64"])],
+    "song-level context, transformer": [("context 512 chars", ["experiment=lyrics_transformer"]),
+                                        ("context 64 chars", ["experiment=lyrics_transformer",
+                                                              "trainer.seq_len=64"])],
     "song-level context, LSTM": [("state carried across windows", ["experiment=lyrics_lstm"]),
                                  ("shuffled windows, no carried state",
                                   ["experiment=lyrics_lstm", "trainer.carry_state=false"])],
@@ -95,11 +99,18 @@ def recipe() -> dict:
     store = out_dir() / "quality-mlruns"
     minutes = 0.1 if quick() else MINUTES
     metrics, run_id = train_variant(RECIPE, minutes, store)
-    ratio = metrics["test_bpc"] / metrics["baseline_ngram_test_bpc"]
-    checks = [check(f"{RECIPE[0]}, {minutes:g} min: test bits/char ÷ character 8-gram's", ratio, TARGET_RATIO)]
+    ngram = metrics["baseline_ngram_test_bpc"]
+    ratio = metrics["test_bpc_song_cache"] / ngram
+    checks = [check(f"{RECIPE[0]} with its song cache, {minutes:g} min: test bits/char ÷ character 8-gram's",
+                    ratio, TARGET_RATIO)]
     figures: dict[str, object] = {
-        "test bits/char (full context)": metrics["test_bpc"],
-        "character 8-gram test bits/char (same songs)": metrics["baseline_ngram_test_bpc"],
+        "test bits/char, the recipe (network + song cache)": metrics["test_bpc_song_cache"],
+        "test bits/char, the network alone (full context)": metrics["test_bpc"],
+        "character 8-gram test bits/char (same songs)": ngram,
+        "character 8-gram + the same song cache, test bits/char": metrics["baseline_ngram_test_song_cache_bpc"],
+        "network alone ÷ 8-gram": metrics["test_bpc"] / ngram,
+        "recipe ÷ (8-gram + song cache): what the network adds over counting": (
+            metrics["test_bpc_song_cache"] / metrics["baseline_ngram_test_song_cache_bpc"]),
         "best val bits/char (restored round)": metrics["best_val_bpc"],
         "test bits/char, non-overlapping windows (the old measure)": metrics["test_bpc_windowed"],
         "MFU (training FLOP/s ÷ measured matmul peak)": metrics["mfu"],
@@ -134,6 +145,8 @@ def compare() -> dict:
             m = done[key]
             figures[f"{title}: {label}, test bits/char"] = m["test_bpc"]
             figures[f"{title}: {label}, ÷ 8-gram"] = m["test_bpc"] / m["baseline_ngram_test_bpc"]
+            if "test_bpc_song_cache" in m:
+                figures[f"{title}: {label}, with the song cache, test bits/char"] = m["test_bpc_song_cache"]
             figures[f"{title}: {label}, training tokens"] = int(m["train_tokens"])
             # Recorded after every variant, so an interrupted run keeps what it measured.
             entry = record("quality.compare", "Quality comparisons at one budget", data_line(minutes), [], figures)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lyricslab.song_cache import ARTIFACT as SONG_CACHE_ARTIFACT, SongCache
 from lyricslab.tokenizers import Tokenizer, load_tokenizer
 
 MODEL_DIR = "model"
@@ -26,6 +27,7 @@ class Bundle:
     tokenizer: Tokenizer
     cfg: Any
     source: str
+    song_cache: SongCache | None = None  # the run's fitted song-cache weights, when it has them
 
 
 def save_bundle(folder: Path, model: Any, tokenizer: Tokenizer, cfg: Any) -> Path:
@@ -61,7 +63,8 @@ def load_folder(folder: Path, source: str, extras: Path | None = None) -> Bundle
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
         model = keras.saving.load_model(folder / "model.keras", safe_mode=True, compile=False)
-    return Bundle(model, load_tokenizer(home / "tokenizer"), OmegaConf.load(home / "config.yaml"), source)
+    song_cache = SongCache.load(folder / SONG_CACHE_ARTIFACT) if (folder / SONG_CACHE_ARTIFACT).exists() else None
+    return Bundle(model, load_tokenizer(home / "tokenizer"), OmegaConf.load(home / "config.yaml"), source, song_cache)
 
 
 def load_run(run_id: str) -> Bundle:

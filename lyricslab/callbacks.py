@@ -86,13 +86,19 @@ class FullContextValidation(keras.callbacks.Callback):
     def __init__(self, score: Callable[[np.ndarray], Scores], stream: np.ndarray, chars: int):
         super().__init__()
         self.score, self.stream, self.chars = score, stream, chars
+        # The best round's per-token NLL (the weights EarlyStopping restores), to fit the song cache on.
+        self.best_token_nll: np.ndarray | None = None
+        self.best_bpc = float("inf")
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
             return
         start = time.perf_counter()
-        logs.update(self.score(self.stream).metrics(self.chars, "val_"))
+        scores = self.score(self.stream)
+        logs.update(scores.metrics(self.chars, "val_"))
         logs.pop("val_tokens")
+        if logs["val_bpc"] < self.best_bpc:  # strictly lower, as EarlyStopping picks its best round
+            self.best_bpc, self.best_token_nll = logs["val_bpc"], scores.token_nll
         logs["val_seconds"] = time.perf_counter() - start
 
 

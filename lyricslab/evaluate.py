@@ -104,7 +104,17 @@ def evaluate(bundle: Any, songs: list[str], with_samples: bool = True,
     chars = sum(len(s) + 1 for s in songs)  # +1: the end-of-song mark, as in training; control tokens are not chars
     unscored = getattr(bundle.tokenizer, "control_ids", list)()
     scorer = full_context_scorer(bundle.model, bundle.cfg.trainer, unscored)
-    metrics = scorer(stream, keep_predictions=True).metrics(chars, "")
+    scores = scorer(stream, keep_predictions=True)
+    metrics = scores.metrics(chars, "")
+    if bundle.song_cache is not None and scores.token_nll is not None:  # the run's fitted weights, as in training
+        import numpy as np
+
+        from lyricslab.song_cache import cache_features
+        from lyricslab.tokenizers import EOS_ID
+        from lyricslab.windows import with_start
+
+        features = cache_features(with_start(stream), EOS_ID, bundle.song_cache.max_context)
+        metrics["bpc_song_cache"] = bundle.song_cache.bits(np.exp(-scores.token_nll), features) / max(chars, 1)
     if rows is not None:
         metrics.update(bpc_by_group(scorer_for(scorer, bundle.tokenizer), texts, songs, rows,
                                     columns_of(bundle.cfg), ""))
@@ -117,12 +127,15 @@ def evaluate(bundle: Any, songs: list[str], with_samples: bool = True,
         base = baseline_bpc(train, {"eval": songs}, int(order))["eval"]
         metrics["baseline_ngram_bpc"] = base
         metrics["bpc_vs_baseline"] = metrics["bpc"] / base
+        if "bpc_song_cache" in metrics:
+            metrics["bpc_song_cache_vs_baseline"] = metrics["bpc_song_cache"] / base
     if with_samples:
         from lyricslab.generation import write_samples
         from lyricslab.lyric_metrics import sample_metrics
 
         with tempfile.TemporaryDirectory() as tmp:
-            samples = write_samples(bundle.model, bundle.tokenizer, bundle.cfg, Path(tmp) / "samples.txt")
+            samples = write_samples(bundle.model, bundle.tokenizer, bundle.cfg, Path(tmp) / "samples.txt",
+                                    song_cache=bundle.song_cache)
         metrics.update(sample_metrics(samples, train or [], songs))
     return metrics, notes
 
@@ -150,7 +163,7 @@ def run_id_of(opts: dict[str, Any]) -> str | None:
 
 
 def table(metrics: dict[str, float], name: str) -> str:
-    rows = ["bpc", "baseline_ngram_bpc", "bpc_vs_baseline", "nll", "perplexity", "accuracy", "top5_accuracy",
+    rows = ["bpc", "bpc_song_cache", "baseline_ngram_bpc", "bpc_vs_baseline", "bpc_song_cache_vs_baseline", "nll", "perplexity", "accuracy", "top5_accuracy",
             "precision_macro", "recall_macro", "f1_macro", "rhyme_density", "ref_rhyme_density", "distinct_2",
             "ref_distinct_2", "copy_rate", "ref_copy_rate", "songs", "chars"]
     lines = [f"| {name} | value |", "|---|---|"]

@@ -40,12 +40,17 @@ class Scores:
     y_true: list[np.ndarray] = field(default_factory=list)
     y_pred: list[np.ndarray] = field(default_factory=list)
     unscored_ids: np.ndarray | None = None  # targets never scored: control tokens
+    # NLL (nats) of each target of the stream, in stream order, NaN where not scored (full-context
+    # scorers fill it, for the song cache: lyricslab.song_cache); None when not kept.
+    token_nll: np.ndarray | None = None
 
     def add(self, stats: tuple, windows: Windows, keep_predictions: bool) -> None:
         nll, pred, top5 = (np.asarray(s) for s in stats)
         scored = windows.w > 0
         if self.unscored_ids is not None and len(self.unscored_ids):
             scored &= ~np.isin(windows.y, self.unscored_ids)
+        if self.token_nll is not None and windows.pos is not None:
+            self.token_nll[windows.pos[scored]] = nll[scored]
         self.nll_sum += float(nll.astype(np.float64)[scored].sum())
         self.tokens += int(scored.sum())
         self.correct += int((pred == windows.y)[scored].sum())
@@ -87,8 +92,10 @@ def token_stats(logits, targets):
 
 
 def score_batches(forward, batches: Iterable[Windows], keep_predictions: bool,
-                  unscored_ids: Sequence[int] = ()) -> Scores:
-    scores = Scores(unscored_ids=np.asarray(unscored_ids, dtype=np.int32))
+                  unscored_ids: Sequence[int] = (), targets: int = 0) -> Scores:
+    """Sums over every batch; with `targets` > 0, also each target's NLL in stream order (`Scores.token_nll`)."""
+    scores = Scores(unscored_ids=np.asarray(unscored_ids, dtype=np.int32),
+                    token_nll=np.full(targets, np.nan) if targets else None)
     for windows in batches:
         scores.add(forward(windows.x, windows.y), windows, keep_predictions)
     return scores
@@ -124,7 +131,7 @@ class SlidingWindowScorer:
 
     def __call__(self, stream: np.ndarray, keep_predictions: bool = False) -> Scores:
         batches = sliding_windows(stream, self.context, self.stride, self.batch_size)
-        return score_batches(self.forward, batches, keep_predictions, self.unscored_ids)
+        return score_batches(self.forward, batches, keep_predictions, self.unscored_ids, targets=len(stream))
 
 
 class CarriedStateScorer:
@@ -167,9 +174,11 @@ class CarriedStateScorer:
         rows = parallel_streams(stream, self.rows, self.chunk)
         states = [twin.get_initial_state(len(rows.x)) for twin in self.twins]
         states = [list(s) if isinstance(s, (list, tuple)) else [s] for s in states]
-        scores = Scores(unscored_ids=np.asarray(self.unscored_ids, dtype=np.int32))
+        scores = Scores(unscored_ids=np.asarray(self.unscored_ids, dtype=np.int32),
+                        token_nll=np.full(len(stream), np.nan))
         for t in range(0, rows.x.shape[1], self.chunk):
-            chunk = Windows(rows.x[:, t:t + self.chunk], rows.y[:, t:t + self.chunk], rows.w[:, t:t + self.chunk])
+            cut = slice(t, t + self.chunk)
+            chunk = Windows(rows.x[:, cut], rows.y[:, cut], rows.w[:, cut], rows.pos[:, cut])
             stats, states = self.step(chunk.x, chunk.y, states)
             scores.add(stats, chunk, keep_predictions)
         return scores

@@ -10,7 +10,8 @@ an unknown value is an error that lists the ones the model knows (the run's cond
 Options (key=value): prompt, structure (verse, chorus, bridge, ...: the section the song starts
 with), temperature (>0; default 0.8), top_k, top_p, sampler (random | greedy | beam),
 max_tokens (default 300), n (default 1), seed (default 0), out (or --out FILE),
-tracking_uri (default sqlite:///mlruns/mlflow.db).
+song_cache (true | false; default true: a run trained with the song cache samples with it, so a
+chorus comes back), tracking_uri (default sqlite:///mlruns/mlflow.db).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from pathlib import Path
 INTS = {"top_k", "max_tokens", "n", "seed"}
 FLOATS = {"temperature", "top_p"}
 CONDITIONS = {"genre", "tag", "year", "decade", "artist", "lang", "language"}  # see lyricslab.data.conditioning
-KEYS = {"run_id", "model_uri", "sweep", "prompt", "structure", "sampler", "out", "tracking_uri"} | INTS | FLOATS \
+KEYS = {"run_id", "model_uri", "sweep", "prompt", "structure", "sampler", "out", "tracking_uri", "song_cache"} \
+    | INTS | FLOATS \
     | CONDITIONS
 
 
@@ -33,7 +35,7 @@ class UsageError(ValueError):
 def parse_args(argv: list[str]) -> dict:
     opts: dict = {"prompt": "", "structure": "verse", "temperature": 0.8, "top_k": None, "top_p": None,
                   "sampler": "random", "max_tokens": 300, "n": 1, "seed": 0, "out": None,
-                  "tracking_uri": "sqlite:///mlruns/mlflow.db"}
+                  "tracking_uri": "sqlite:///mlruns/mlflow.db", "song_cache": "true"}
     args = list(argv)
     while args:
         arg = args.pop(0)
@@ -60,6 +62,9 @@ def parse_args(argv: list[str]) -> dict:
     if opts["sampler"] == "random" and opts["temperature"] <= 0:
         raise UsageError(f"temperature must be > 0 (got {opts['temperature']}); for deterministic output use "
                          f"sampler=greedy")
+    if str(opts["song_cache"]).lower() not in ("true", "false"):
+        raise UsageError(f"song_cache must be true or false, not {opts['song_cache']!r}")
+    opts["song_cache"] = str(opts["song_cache"]).lower() == "true"
     if opts["n"] < 1 or opts["max_tokens"] < 1:
         raise UsageError("n and max_tokens must be at least 1")
     if opts["top_k"] is not None and opts["top_k"] < 1:
@@ -120,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     for i in tqdm(range(opts["n"]), desc="generating", unit="song", disable=opts["n"] < 2, file=sys.stderr):
         songs += generate(bundle.model, bundle.tokenizer, prompt, n=1, max_tokens=opts["max_tokens"],
                           temperature=opts["temperature"], top_k=opts["top_k"], top_p=opts["top_p"],
-                          sampler=opts["sampler"], seed=opts["seed"] + i, cache=cache)
+                          sampler=opts["sampler"], seed=opts["seed"] + i, cache=cache,
+                          **({"song_cache": bundle.song_cache} if opts["song_cache"] and not masked else {}))
     text = "\n\n".join(f"=== song {i + 1} ({bundle.source}{label}) ===\n{song}" for i, song in enumerate(songs)) + "\n"
     if opts["out"]:
         Path(opts["out"]).write_text(text)

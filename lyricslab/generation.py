@@ -10,6 +10,7 @@ import numpy as np
 from lyricslab.data.conditioning import strip_controls
 from lyricslab.data.normalize import render_structure_tags
 from lyricslab.decoding import TransformerCache, make_cache, make_sampler
+from lyricslab.song_cache import SongCache
 from lyricslab.tokenizers import EOS_ID, Tokenizer
 
 
@@ -41,15 +42,32 @@ def _stream_texts(tokenizer: Tokenizer, rows: np.ndarray) -> list[str]:
     return [render_structure_tags(strip_controls(tokenizer.decode(row[1:]))) for row in rows]
 
 
+def song_cache_logits(song_cache: SongCache, prompt: np.ndarray, index: int, logits: np.ndarray) -> np.ndarray:
+    """Log of the model's next-token distribution mixed with the song cache, for each row: the
+    history is the row's current song (from its last <eos>, as in scoring) up to `index`."""
+    logits = logits.astype(np.float64)
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    out = np.empty_like(probs)
+    for row in range(len(probs)):
+        history = prompt[row, :index]
+        opens = np.flatnonzero(history == EOS_ID)
+        song = history[opens[-1]:] if len(opens) else history
+        out[row] = song_cache.next_token_probs(probs[row], song.tolist())
+    return np.log(np.maximum(out, 1e-30)).astype(np.float32)
+
+
 def generate_ids(model: Any, start: np.ndarray, n: int, max_tokens: int, sampler: Any,
-                 cache: Any = None, stop_at_eos: bool = True, row_temperatures: Sequence[float] | None = None
-                 ) -> np.ndarray:
+                 cache: Any = None, stop_at_eos: bool = True, row_temperatures: Sequence[float] | None = None,
+                 song_cache: SongCache | None = None) -> np.ndarray:
     """n continuations of `start`, one token per step with a state/KV cache; stops at <eos>.
 
     Rows are `len(start) + max_tokens` long (padding after a row's <eos> when it stops early).
     A transformer slides its window when a song outgrows the context (see TransformerCache).
     `row_temperatures` (one per row, with a temperature-1 sampler) samples several temperatures
-    in one batched call instead of one call each.
+    in one batched call instead of one call each. With `song_cache` (the run's fitted weights),
+    each step samples from the model mixed with what the song already said, as it was scored:
+    a chorus comes back the way songs bring it back.
     """
     import tensorflow as tf
 
@@ -66,12 +84,20 @@ def generate_ids(model: Any, start: np.ndarray, n: int, max_tokens: int, sampler
     mask = np.zeros((n, total), dtype=bool)
     mask[:, :length] = True
 
-    step = cache.next
+    def model_step(prompt, state, index):
+        logits, hidden, state = cache.next(prompt, state, index)
+        if song_cache is not None:  # numpy on the host: a few list scans per token, next to a model step
+            mixed = tf.py_function(lambda p, i, lg: song_cache_logits(song_cache, p.numpy(), int(i), lg.numpy()),
+                                   [prompt, index, logits], tf.float32)
+            logits = tf.ensure_shape(mixed, logits.shape)
+        return logits, hidden, state
+
+    step = model_step
     if row_temperatures is not None:
         scale = tf.constant(np.asarray(row_temperatures, dtype=np.float32)[:, None])
 
         def step(prompt, state, index):
-            logits, hidden, state = cache.next(prompt, state, index)
+            logits, hidden, state = model_step(prompt, state, index)
             return logits / scale, hidden, state
 
     @tf.function  # one graph for the prefill and the whole sampling loop
@@ -84,24 +110,26 @@ def generate_ids(model: Any, start: np.ndarray, n: int, max_tokens: int, sampler
 
 def generate(model: Any, tokenizer: Tokenizer, prompt: str, n: int = 1, max_tokens: int = 200,
              temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-             sampler: str = "random", seed: int = 0, cache: Any = None, stop_at_eos: bool = True) -> list[str]:
+             sampler: str = "random", seed: int = 0, cache: Any = None, stop_at_eos: bool = True,
+             song_cache: SongCache | None = None) -> list[str]:
     """n songs for one prompt, rendered with readable [Verse]/[Chorus] headers.
 
     With stop_at_eos=False every row runs the full max_tokens, on past <eos> into a next song.
     """
     start = prompt_ids(tokenizer, prompt)
     chosen = make_sampler(sampler if sampler in ("greedy", "beam") else "random", temperature, top_k, top_p, seed)
-    rows = generate_ids(model, start, n, max_tokens, chosen, cache=cache, stop_at_eos=stop_at_eos)
+    rows = generate_ids(model, start, n, max_tokens, chosen, cache=cache, stop_at_eos=stop_at_eos,
+                        song_cache=song_cache)
     return _texts(tokenizer, rows, len(start)) if stop_at_eos else _stream_texts(tokenizer, rows)
 
 
 def _rows_at_temperatures(model: Any, start: np.ndarray, temperatures: Sequence[float], max_tokens: int,
-                          seed: int, cache: Any, stop_at_eos: bool) -> np.ndarray:
+                          seed: int, cache: Any, stop_at_eos: bool, song_cache: SongCache | None = None) -> np.ndarray:
     for t in temperatures:
         if t <= 0:
             raise ValueError(f"temperature must be > 0 (got {t}); for deterministic output use sampler=greedy")
     return generate_ids(model, start, len(temperatures), max_tokens, make_sampler("random", 1.0, seed=seed),
-                        cache=cache, stop_at_eos=stop_at_eos, row_temperatures=temperatures)
+                        cache=cache, stop_at_eos=stop_at_eos, row_temperatures=temperatures, song_cache=song_cache)
 
 
 def generate_at_temperatures(model: Any, tokenizer: Tokenizer, prompt: str, temperatures: Sequence[float],
@@ -112,7 +140,8 @@ def generate_at_temperatures(model: Any, tokenizer: Tokenizer, prompt: str, temp
     return _texts(tokenizer, rows, len(start))
 
 
-def write_samples(model: Any, tokenizer: Tokenizer, cfg: Any, path: Path) -> list[str]:
+def write_samples(model: Any, tokenizer: Tokenizer, cfg: Any, path: Path,
+                  song_cache: SongCache | None = None) -> list[str]:
     """One song per prompt and temperature (fixed prompts and seed), written to samples.txt.
 
     samples.txt shows each song up to its <eos>. The returned texts, for the lyric metrics, all
@@ -127,7 +156,7 @@ def write_samples(model: Any, tokenizer: Tokenizer, cfg: Any, path: Path) -> lis
         start = prompt_ids(tokenizer, prompt)
         # The same tokens as stopping at <eos> (same seed, same steps), just not cut short.
         rows = _rows_at_temperatures(model, start, temperatures, int(cfg.samples.max_tokens),
-                                     int(cfg.trainer.seed) + i, cache, stop_at_eos=False)
+                                     int(cfg.trainer.seed) + i, cache, stop_at_eos=False, song_cache=song_cache)
         streams += _stream_texts(tokenizer, rows)
         for temperature, text in zip(temperatures, _texts(tokenizer, rows, len(start))):
             blocks.append(f"=== prompt {unescape_prompt(prompt)!r}, temperature {temperature} ===\n{text}\n")

@@ -23,6 +23,9 @@ from typing import Sequence
 
 import numpy as np
 
+from lyricslab.hashing import gram_hashes
+from lyricslab.song_cache import fit_and_score
+
 EOS = "\x00"  # the end-of-song symbol; also pads the history before the first song
 UNK = "\x01"  # characters never seen in training
 
@@ -37,24 +40,6 @@ class _Order:
     totals: np.ndarray  # sum of counts over each history's followers
     types: np.ndarray  # number of distinct followers of each history
     discount: float
-
-
-def _mix(x: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser: spreads every input bit over the whole word."""
-    with np.errstate(over="ignore"):
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
-
-
-def _gram_hashes(stream: np.ndarray, order: int) -> list[np.ndarray]:
-    """hashes[k][i]: the k-gram ending at position i (valid from i = k - 1 on); hashes[0] is the empty history."""
-    hashes = [np.full(len(stream), 0x9E3779B97F4A7C15, dtype=np.uint64)]
-    for k in range(1, order + 1):
-        shorter = np.roll(hashes[k - 1], 1)  # the (k-1)-gram ending one position earlier
-        with np.errstate(over="ignore"):
-            hashes.append(_mix(shorter * np.uint64(0x100000001B3) + stream))
-    return hashes
 
 
 def _discount(counts: np.ndarray) -> float:
@@ -82,7 +67,7 @@ class KneserNey:
         self.levels: list[_Order] = []
 
     # ---- streams -------------------------------------------------------------------------
-    def _stream(self, songs: Sequence[str]) -> np.ndarray:
+    def symbol_stream(self, songs: Sequence[str]) -> np.ndarray:
         """Symbol ids of `EOS*(order-1) song EOS song EOS ...`; unknown characters become UNK."""
         text = EOS * (self.order - 1) + "".join(s + EOS for s in songs)
         unk = self.symbols[UNK]
@@ -92,7 +77,7 @@ class KneserNey:
     def fit(self, songs: Sequence[str]) -> "KneserNey":
         alphabet = sorted(set("".join(songs)) - {EOS, UNK})
         self.symbols = {EOS: 0, UNK: 1, **{ch: i + 2 for i, ch in enumerate(alphabet)}}
-        hashes = _gram_hashes(self._stream(songs), self.order)
+        hashes = gram_hashes(self.symbol_stream(songs), self.order)
         positions = np.arange(self.order - 1, len(hashes[0]))  # every scored symbol
         counts: np.ndarray | None = None
         self.levels = [None] * self.order  # type: ignore[list-item]
@@ -112,7 +97,7 @@ class KneserNey:
     # ---- scoring -------------------------------------------------------------------------
     def log2_probs(self, songs: Sequence[str]) -> np.ndarray:
         """log2 P(symbol | history) for every character and end-of-song mark of `songs`."""
-        hashes = _gram_hashes(self._stream(songs), self.order)
+        hashes = gram_hashes(self.symbol_stream(songs), self.order)
         positions = np.arange(self.order - 1, len(hashes[0]))
         prob = np.full(len(positions), 1.0 / len(self.symbols))  # order 0: uniform over the symbols
         for k in range(1, self.order + 1):
@@ -132,17 +117,36 @@ class KneserNey:
 
 
 def baseline_bpc(train: Sequence[str], evaluate: dict[str, Sequence[str]], order: int = 8,
-                 cache: Path | None = None) -> dict[str, float]:
-    """`{name: bpc}` of a Kneser-Ney n-gram fitted on `train`, cached as JSON when `cache` is given."""
+                 cache: Path | None = None, song_cache: int | None = None) -> dict[str, float]:
+    """`{name: bpc}` of a Kneser-Ney n-gram fitted on `train`, cached as JSON when `cache` is given.
+
+    With `song_cache` (its longest context, in characters) and a "val" split among `evaluate`, also
+    `{name}_song_cache`: the n-gram mixed with the song cache (lyricslab.song_cache), whose weights
+    are fitted on val. The baseline a model with the same cache must beat.
+    """
+    with_cache = bool(song_cache) and "val" in evaluate
+    names = [*evaluate, *(f"{name}_song_cache" for name in evaluate if with_cache)]
     if cache is not None and cache.exists():
         saved = json.loads(cache.read_text())
-        if saved.get("order") == order and set(evaluate) <= set(saved["bpc"]):
-            return {name: saved["bpc"][name] for name in evaluate}
+        if (saved.get("order") == order and saved.get("song_cache") == (song_cache if with_cache else None)
+                and set(names) <= set(saved["bpc"])):
+            return {name: saved["bpc"][name] for name in names}
     model = KneserNey(order).fit(train)
-    out = {name: model.bits_per_char(songs) for name, songs in evaluate.items()}
+    out, probs = {}, {}
+    for name, songs in evaluate.items():
+        log2_probs = model.log2_probs(songs)
+        chars = sum(len(s) + 1 for s in songs)
+        out[name] = float(-log2_probs.sum() / max(chars, 1))
+        # The symbols with one leading end-of-song mark: the cache's stream layout (targets = stream[1:]).
+        symbols = np.concatenate([np.zeros(1, dtype=np.uint64), model.symbol_stream(songs)[order - 1:]])
+        probs[name] = (symbols, 2.0 ** log2_probs, chars)
+    if with_cache:
+        _, bits = fit_and_score(probs["val"][:2], {name: p[:2] for name, p in probs.items()},
+                                boundary=0, max_context=int(song_cache))
+        out.update({f"{name}_song_cache": bits[name] / max(probs[name][2], 1) for name in evaluate})
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"order": order, "bpc": out}))
+        tmp.write_text(json.dumps({"order": order, "song_cache": song_cache if with_cache else None, "bpc": out}))
         tmp.replace(cache)
     return out

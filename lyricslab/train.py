@@ -46,8 +46,9 @@ from lyricslab.models.rnn import build_rnn  # noqa: E402
 from lyricslab.ngram import baseline_bpc  # noqa: E402
 from lyricslab.optim import budget_schedule, build_optimizer, scheduler_callbacks  # noqa: E402
 from lyricslab.plots import learning_curves  # noqa: E402
-from lyricslab.tokenizers import Tokenizer, load_tokenizer, train_tokenizer  # noqa: E402
-from lyricslab.windows import Windows, carried_batches, make_windows, to_dataset  # noqa: E402
+from lyricslab.song_cache import ARTIFACT as SONG_CACHE_ARTIFACT, SongCache, fit_and_score  # noqa: E402
+from lyricslab.tokenizers import EOS_ID, Tokenizer, load_tokenizer, train_tokenizer  # noqa: E402
+from lyricslab.windows import Windows, carried_batches, make_windows, to_dataset, with_start  # noqa: E402
 
 
 MAX_ROUNDS = 1_000_000  # under a budget: "unbounded"; the budget or early stopping ends the fit
@@ -127,14 +128,34 @@ def fit_callbacks(cfg: Any, derived: DerivedMetrics, validation: FullContextVali
 
 
 def evaluate_test(model: keras.Model, scorer: Any, stream: np.ndarray, chars: int, seq_len: int,
-                  batch_size: int, unscored_ids: Sequence[int] = ()) -> dict[str, float]:
+                  batch_size: int, unscored_ids: Sequence[int] = ()) -> tuple[dict[str, float], np.ndarray | None]:
     """Full-context test metrics, plus `test_bpc_windowed` (non-overlapping windows, no carried
-    context) to show what the cheap measure would have reported for the same weights."""
-    metrics = scorer(stream, keep_predictions=True).metrics(chars, "test_")
+    context) to show what the cheap measure would have reported for the same weights; and the
+    per-token NLL of the full-context pass, for the song cache."""
+    scores = scorer(stream, keep_predictions=True)
+    metrics = scores.metrics(chars, "test_")
     windowed = score_windows(model, make_windows(stream, seq_len, pad_last=True), batch_size,
                              unscored_ids=unscored_ids)
     metrics["test_bpc_windowed"] = windowed.metrics(chars, "")["bpc"]
-    return metrics
+    return metrics, scores.token_nll
+
+
+def song_cache_max_context(cfg: Any) -> int | None:
+    value = (cfg.get("song_cache") or {}).get("max_context")
+    return int(value) if value else None
+
+
+def with_song_cache(cfg: Any, streams: dict[str, np.ndarray], token_nll: dict[str, np.ndarray | None],
+                    chars: dict[str, int]) -> tuple[SongCache | None, dict[str, float]]:
+    """The model mixed with the song cache (lyricslab.song_cache): weights fitted on the val split's
+    per-token probabilities (the restored round's), then `val_bpc_song_cache` (fitted on itself, so a
+    little optimistic) and `test_bpc_song_cache` (songs never used to fit anything)."""
+    max_context = song_cache_max_context(cfg)
+    if max_context is None or any(nll is None for nll in token_nll.values()):
+        return None, {}
+    splits = {name: (with_start(streams[name]), np.exp(-token_nll[name])) for name in token_nll}
+    cache, bits = fit_and_score(splits["val"], splits, EOS_ID, max_context)
+    return cache, {f"{name}_bpc_song_cache": bits[name] / max(chars[name], 1) for name in bits}
 
 
 def tokenize_splits(tok_cfg: Any, texts: dict[str, list[str]], cache_path: Path | None
@@ -176,7 +197,9 @@ def ngram_baseline(cfg: Any, texts: dict[str, list[str]], cache_path: Path | Non
     if not order:
         return {}
     cache = Path(f"{cache_path}-ngram{int(order)}.json") if cache_path is not None else None
-    bpc = baseline_bpc(texts["train"], {"val": texts["val"], "test": texts["test"]}, int(order), cache)
+    bpc = baseline_bpc(texts["train"], {"val": texts["val"], "test": texts["test"]}, int(order), cache,
+                       song_cache=song_cache_max_context(cfg))
+    # baseline_ngram_test_bpc, and with the song cache baseline_ngram_test_song_cache_bpc
     return {f"baseline_ngram_{name}_bpc": value for name, value in bpc.items()}
 
 
@@ -248,7 +271,10 @@ def train(cfg: Any, callbacks: Sequence[keras.callbacks.Callback] = (), parent_r
         model = plain_model(cfg, model, tokenizer.vocab_size)
 
         eval_start = time.perf_counter()
-        metrics = evaluate_test(model, scorer, streams["test"], chars["test"], tr.seq_len, tr.batch_size, unscored)
+        metrics, test_nll = evaluate_test(model, scorer, streams["test"], chars["test"], tr.seq_len, tr.batch_size,
+                                          unscored)
+        song_cache, cached = with_song_cache(cfg, streams, {"val": validation.best_token_nll, "test": test_nll}, chars)
+        metrics.update(cached)
         test_rows = splits.frame[splits.frame["split"] == "test"].to_dict("records")
         metrics.update(bpc_by_group(scorer_for(scorer, tokenizer), conditioned.texts["test"], texts["test"],
                                     test_rows, columns_of(cfg), "test_"))
@@ -278,12 +304,14 @@ def train(cfg: Any, callbacks: Sequence[keras.callbacks.Callback] = (), parent_r
             (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
             tokenizer.save(out / "tokenizer")
             save_bundle(out / "model", model, tokenizer, cfg)
+            if song_cache is not None:  # beside the model: generate and evaluate mix with the same weights
+                song_cache.save(out / "model" / SONG_CACHE_ARTIFACT)
             learning_curves(history, out / "learning_curves.png", title=f"{cfg.model.name} / {cfg.tokenizer.kind}")
             (out / "data_summary.json").write_text(json.dumps(summary, indent=2))
             if conditioned.conditions is not None:  # the values the model knows, for `generate genre=...`
                 (out / CONDITIONING_ARTIFACT).write_text(json.dumps(conditioned.conditions.to_json(), indent=2))
             sample_start = time.perf_counter()
-            samples = write_samples(model, tokenizer, cfg, out / "samples.txt")
+            samples = write_samples(model, tokenizer, cfg, out / "samples.txt", song_cache=song_cache)
             metrics["sample_seconds"] = time.perf_counter() - sample_start
             lyric_start = time.perf_counter()
             metrics.update(sample_metrics(samples, texts["train"], texts["val"]))  # ref_*: same count and length
@@ -292,6 +320,9 @@ def train(cfg: Any, callbacks: Sequence[keras.callbacks.Callback] = (), parent_r
         metrics.update(baseline)
         if baseline:  # below 1: the model beats the n-gram on the same test songs
             metrics["test_bpc_vs_baseline"] = metrics["test_bpc"] / baseline["baseline_ngram_test_bpc"]
+            if "test_bpc_song_cache" in metrics:  # the model with the song cache against the plain n-gram
+                metrics["test_bpc_song_cache_vs_baseline"] = (metrics["test_bpc_song_cache"]
+                                                              / baseline["baseline_ngram_test_bpc"])
         metrics["wall_seconds"] = time.perf_counter() - started
         mlflow.log_metrics(metrics)
     # Not logged (MLflow's val_bpc is the per-epoch series): the sweep objective `val_bpc` is the

@@ -23,6 +23,7 @@ class Windows:
     x: np.ndarray  # (n, seq_len) int32
     y: np.ndarray  # (n, seq_len) int32, x shifted by one
     w: np.ndarray  # (n, seq_len) float32, 1 where a token is scored, 0 on padding
+    pos: np.ndarray | None = None  # (n, seq_len) each target's index in the scored stream (full-context layouts)
 
     @property
     def tokens(self) -> int:
@@ -77,7 +78,7 @@ def sliding_windows(stream: np.ndarray, context: int, stride: int, batch_size: i
         positions = starts[:, None] + offsets  # target j is stream[j + 1], predicted from stream[: j + 1]
         new_from = np.where(starts == 0, 0, starts + context - stride)[:, None]
         scored = (positions >= new_from) & (positions < targets)
-        yield Windows(padded[positions], padded[positions + 1], scored.astype(np.float32))
+        yield Windows(padded[positions], padded[positions + 1], scored.astype(np.float32), positions)
 
 
 def parallel_streams(stream: np.ndarray, rows: int, chunk: int) -> Windows:
@@ -96,7 +97,7 @@ def parallel_streams(stream: np.ndarray, rows: int, chunk: int) -> Windows:
     x = np.concatenate([stream[:-1], pad]).reshape(rows, length)
     y = np.concatenate([stream[1:], pad]).reshape(rows, length)
     w = (np.arange(total) < targets).astype(np.float32).reshape(rows, length)
-    return Windows(x, y, w)
+    return Windows(x, y, w, np.arange(total).reshape(rows, length))
 
 
 def carried_batches(stream: np.ndarray, rows: int, chunk: int) -> Windows:
