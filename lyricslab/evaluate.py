@@ -134,8 +134,7 @@ def evaluate(bundle: Any, songs: list[str], with_samples: bool = True,
         from lyricslab.lyric_metrics import sample_metrics
 
         with tempfile.TemporaryDirectory() as tmp:
-            samples = write_samples(bundle.model, bundle.tokenizer, bundle.cfg, Path(tmp) / "samples.txt",
-                                    song_cache=bundle.song_cache)
+            samples = write_samples(bundle.model, bundle.tokenizer, bundle.cfg, Path(tmp) / "samples.txt")
         metrics.update(sample_metrics(samples, train or [], songs))
     return metrics, notes
 

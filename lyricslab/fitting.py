@@ -19,8 +19,11 @@ import keras  # noqa: E402
 import mlflow  # noqa: E402
 import numpy as np  # noqa: E402
 
-from lyricslab.budget import steps_for_minutes  # noqa: E402
-from lyricslab.callbacks import StopAtBudget  # noqa: E402
+from lyricslab.budget import Budget, check_trainer, steps_for_minutes  # noqa: E402
+from lyricslab.callbacks import LearningRateByProgress, StopAtBudget  # noqa: E402
+from lyricslab.data import load_splits  # noqa: E402
+from lyricslab.data.prepare import SPLITS, Splits  # noqa: E402
+from lyricslab.optim import budget_schedule  # noqa: E402
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -78,6 +81,35 @@ def configure_runtime(trainer: Any) -> None:
     if policy is None:
         raise ValueError(f"trainer.precision must be float32 or bf16, not {trainer.precision!r}")
     keras.mixed_precision.set_dtype_policy(policy)
+
+
+def prepare_run(cfg: Any) -> tuple[Splits, dict[str, list[str]]]:
+    """The opening of every training loop: check the trainer settings, set the runtime (seed,
+    precision), then read the data once: the splits and their texts by name."""
+    check_trainer(cfg.trainer)
+    configure_runtime(cfg.trainer)
+    splits = load_splits(cfg.data, cfg.data_size.songs)
+    return splits, {name: getattr(splits, name) for name in SPLITS}
+
+
+def budget_callbacks(cfg: Any, budget: Budget | None) -> list[keras.callbacks.Callback]:
+    """Under `trainer.budget_minutes`: the lr moved along the schedule by the budget's spent fraction
+    (none for constant or plateau), then the stop when the budget is spent. Nothing without a budget."""
+    if budget is None:
+        return []
+    callbacks: list[keras.callbacks.Callback] = []
+    schedule = budget_schedule(cfg.scheduler, float(cfg.optimizer.learning_rate))
+    if schedule is not None:
+        callbacks.append(LearningRateByProgress(schedule, budget.fraction))
+    return [*callbacks, StopAtBudget(budget)]
+
+
+def log_model_size(model: keras.Model, vocab_size: int) -> int:
+    """Log the vocabulary, total and trainable parameters as run params; the trainable count (LoRA: the adapters)."""
+    trainable = int(sum(np.prod(v.shape) for v in model.trainable_weights))
+    mlflow.log_params({"data.vocab_size": vocab_size, "model.params": model.count_params(),
+                       "model.trainable_params": trainable})
+    return trainable
 
 
 def progress_verbosity(setting: Any) -> int:

@@ -10,8 +10,9 @@ an unknown value is an error that lists the ones the model knows (the run's cond
 Options (key=value): prompt, structure (verse, chorus, bridge, ...: the section the song starts
 with), temperature (>0; default 0.8), top_k, top_p, sampler (random | greedy | beam),
 max_tokens (default 300), n (default 1), seed (default 0), out (or --out FILE),
-song_cache (true | false; default true: a run trained with the song cache samples with it, so a
-chorus comes back), tracking_uri (default sqlite:///mlruns/mlflow.db).
+song_cache (true | false, default false: true mixes in the run's fitted song cache, so a line the
+song already sang can come back; it also feeds loops, more so at low temperatures),
+tracking_uri (default sqlite:///mlruns/mlflow.db).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class UsageError(ValueError):
 def parse_args(argv: list[str]) -> dict:
     opts: dict = {"prompt": "", "structure": "verse", "temperature": 0.8, "top_k": None, "top_p": None,
                   "sampler": "random", "max_tokens": 300, "n": 1, "seed": 0, "out": None,
-                  "tracking_uri": "sqlite:///mlruns/mlflow.db", "song_cache": "true"}
+                  "tracking_uri": "sqlite:///mlruns/mlflow.db", "song_cache": "false"}
     args = list(argv)
     while args:
         arg = args.pop(0)
@@ -127,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
                           temperature=opts["temperature"], top_k=opts["top_k"], top_p=opts["top_p"],
                           sampler=opts["sampler"], seed=opts["seed"] + i, cache=cache,
                           **({"song_cache": bundle.song_cache} if opts["song_cache"] and not masked else {}))
+    if opts["song_cache"] and bundle.song_cache is None and not masked:
+        print("note: this run has no song cache (trained before it, or with song_cache.max_context=null); "
+              "sampled from the model alone", file=sys.stderr)
     text = "\n\n".join(f"=== song {i + 1} ({bundle.source}{label}) ===\n{song}" for i, song in enumerate(songs)) + "\n"
     if opts["out"]:
         Path(opts["out"]).write_text(text)

@@ -66,8 +66,8 @@ def generate_ids(model: Any, start: np.ndarray, n: int, max_tokens: int, sampler
     A transformer slides its window when a song outgrows the context (see TransformerCache).
     `row_temperatures` (one per row, with a temperature-1 sampler) samples several temperatures
     in one batched call instead of one call each. With `song_cache` (the run's fitted weights),
-    each step samples from the model mixed with what the song already said, as it was scored:
-    a chorus comes back the way songs bring it back.
+    each step samples from the model (at its temperature) mixed with what the song already said,
+    as it was scored, so a chorus can come back; it also feeds a loop once the model repeats itself.
     """
     import tensorflow as tf
 
@@ -84,21 +84,20 @@ def generate_ids(model: Any, start: np.ndarray, n: int, max_tokens: int, sampler
     mask = np.zeros((n, total), dtype=bool)
     mask[:, :length] = True
 
-    def model_step(prompt, state, index):
+    scale = None if row_temperatures is None else tf.constant(np.asarray(row_temperatures, np.float32)[:, None])
+
+    def step(prompt, state, index):
         logits, hidden, state = cache.next(prompt, state, index)
-        if song_cache is not None:  # numpy on the host: a few list scans per token, next to a model step
+        if scale is not None:
+            logits = logits / scale
+        if song_cache is not None:
+            # After the temperature: it shapes the network's guess, not the song's own evidence, which
+            # a low temperature would otherwise sharpen into a loop. numpy on the host: a few list
+            # scans per token, next to a model step.
             mixed = tf.py_function(lambda p, i, lg: song_cache_logits(song_cache, p.numpy(), int(i), lg.numpy()),
                                    [prompt, index, logits], tf.float32)
             logits = tf.ensure_shape(mixed, logits.shape)
         return logits, hidden, state
-
-    step = model_step
-    if row_temperatures is not None:
-        scale = tf.constant(np.asarray(row_temperatures, dtype=np.float32)[:, None])
-
-        def step(prompt, state, index):
-            logits, hidden, state = model_step(prompt, state, index)
-            return logits / scale, hidden, state
 
     @tf.function  # one graph for the prefill and the whole sampling loop
     def run(ids, mask):
@@ -117,9 +116,15 @@ def generate(model: Any, tokenizer: Tokenizer, prompt: str, n: int = 1, max_toke
     With stop_at_eos=False every row runs the full max_tokens, on past <eos> into a next song.
     """
     start = prompt_ids(tokenizer, prompt)
-    chosen = make_sampler(sampler if sampler in ("greedy", "beam") else "random", temperature, top_k, top_p, seed)
-    rows = generate_ids(model, start, n, max_tokens, chosen, cache=cache, stop_at_eos=stop_at_eos,
-                        song_cache=song_cache)
+    name = sampler if sampler in ("greedy", "beam") else "random"
+    if song_cache is not None and name == "random":  # the temperature goes before the cache (see generate_ids)
+        chosen = make_sampler(name, 1.0, top_k, top_p, seed)
+        rows = generate_ids(model, start, n, max_tokens, chosen, cache=cache, stop_at_eos=stop_at_eos,
+                            row_temperatures=[temperature] * n, song_cache=song_cache)
+    else:
+        chosen = make_sampler(name, temperature, top_k, top_p, seed)
+        rows = generate_ids(model, start, n, max_tokens, chosen, cache=cache, stop_at_eos=stop_at_eos,
+                            song_cache=song_cache)
     return _texts(tokenizer, rows, len(start)) if stop_at_eos else _stream_texts(tokenizer, rows)
 
 

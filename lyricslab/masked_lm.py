@@ -26,23 +26,22 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from lyricslab.fitting import (MlflowEpochLogger, StopOnNonFiniteLoss, configure_runtime,  # first: TF loads quietly
-                               progress_verbosity, steps_per_round)
+from lyricslab.fitting import (MlflowEpochLogger, StopOnNonFiniteLoss, budget_callbacks,  # first: TF loads quietly
+                               log_model_size, prepare_run, progress_verbosity, steps_per_round, stopped_by)
 import keras  # noqa: E402
 import mlflow  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from lyricslab import tracking  # noqa: E402
-from lyricslab.budget import Budget, check_trainer  # noqa: E402
+from lyricslab.budget import Budget  # noqa: E402
 from lyricslab.bundle import save_bundle  # noqa: E402
-from lyricslab.callbacks import LearningRateByProgress, StopAtBudget, ThroughputProbe  # noqa: E402
-from lyricslab.data import load_splits  # noqa: E402
+from lyricslab.callbacks import ThroughputProbe  # noqa: E402
 from lyricslab.data.normalize import render_structure_tags  # noqa: E402
 from lyricslab.data.prepare import SPLITS  # noqa: E402
 from lyricslab.generation import unescape_prompt  # noqa: E402
 from lyricslab.models import build_model  # noqa: E402
 from lyricslab.models.lora import lora_layer_paths  # noqa: E402
-from lyricslab.optim import budget_schedule, build_optimizer  # noqa: E402
+from lyricslab.optim import build_optimizer  # noqa: E402
 from lyricslab.tokenizers import train_tokenizer  # noqa: E402
 
 EVAL_SEED = 1234  # val/test masks: the same tokens every round and every run
@@ -219,10 +218,7 @@ def train_masked_lm(cfg: Any, callbacks: Sequence[keras.callbacks.Callback] = ()
     """lyricslab.train.train for a masked LM: same data, budget, MLflow run and bundle; masked-token metrics."""
     started = time.perf_counter()
     tr = cfg.trainer
-    check_trainer(tr)
-    configure_runtime(tr)
-    splits = load_splits(cfg.data, cfg.data_size.songs)
-    texts = {name: getattr(splits, name) for name in SPLITS}
+    splits, texts = prepare_run(cfg)
     tok = train_tokenizer(cfg.tokenizer, texts["train"])  # the preset's WordPiece, loaded
     rows = {name: pack_rows(tok.encode_songs(texts[name]), int(tr.seq_len), tok) for name in SPLITS}
     rate = float(cfg.model.mask_rate)
@@ -247,18 +243,11 @@ def train_masked_lm(cfg: Any, callbacks: Sequence[keras.callbacks.Callback] = ()
             budget.start()
         steps = steps_per_round(tr, batches, probe)
         compile_masked_lm(model, build_optimizer(cfg, steps, budget=budget is not None))
-        trainable = int(sum(np.prod(v.shape) for v in model.trainable_weights))
-        mlflow.log_params({"data.vocab_size": tok.vocab_size, "model.params": model.count_params(),
-                           "model.trainable_params": trainable})
+        trainable = log_model_size(model, tok.vocab_size)
         stopper = keras.callbacks.EarlyStopping(monitor="val_masked_nll", mode="min", patience=tr.patience,
                                                 restore_best_weights=True)
-        fit_list = [MaskedValidation(val, int(tr.batch_size)), MlflowEpochLogger(), StopOnNonFiniteLoss(), stopper]
-        if budget is not None:
-            schedule = budget_schedule(cfg.scheduler, float(cfg.optimizer.learning_rate))
-            if schedule is not None:
-                fit_list.append(LearningRateByProgress(schedule, budget.fraction))
-            fit_list.append(StopAtBudget(budget))
-        fit_list += list(callbacks)
+        fit_list = [MaskedValidation(val, int(tr.batch_size)), MlflowEpochLogger(), StopOnNonFiniteLoss(), stopper,
+                    *budget_callbacks(cfg, budget), *callbacks]
         fit_start = time.perf_counter()
         history = model.fit(train_ds, epochs=1_000_000 if budget else tr.epochs, steps_per_epoch=steps,
                             shuffle=False, callbacks=fit_list, verbose=progress_verbosity(tr.verbose)).history
@@ -273,8 +262,7 @@ def train_masked_lm(cfg: Any, callbacks: Sequence[keras.callbacks.Callback] = ()
                         "train_seconds": fit_seconds})
         if budget is not None:
             metrics.update({"budget_minutes": budget.minutes, "budget_used_minutes": budget.used_minutes()})
-        mlflow.set_tag("stopped_by", "budget" if any(isinstance(c, StopAtBudget) and c.stopped for c in fit_list)
-                       else "early_stopping" if stopper.stopped_epoch > 0 else "epochs")
+        mlflow.set_tag("stopped_by", stopped_by(fit_list))
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp)
             (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))

@@ -26,17 +26,16 @@ from omegaconf import OmegaConf  # noqa: E402
 
 from lyricslab import tracking  # noqa: E402
 from lyricslab.breakdown import bpc_by_group, columns_of, scorer_for  # noqa: E402
-from lyricslab.budget import Budget, check_trainer  # noqa: E402
-from lyricslab.callbacks import (DerivedMetrics, FullContextValidation, LearningRateByProgress,  # noqa: E402
-                                 ResetStatesEachPass, RoundProgress, StopAtBudget, ThroughputProbe)
-from lyricslab.data import load_splits  # noqa: E402
+from lyricslab.budget import Budget  # noqa: E402
+from lyricslab.callbacks import (DerivedMetrics, FullContextValidation, ResetStatesEachPass,  # noqa: E402
+                                 RoundProgress, ThroughputProbe)
 from lyricslab.data.conditioning import ARTIFACT as CONDITIONING_ARTIFACT, condition_splits  # noqa: E402
 from lyricslab.data.prepare import SPLITS  # noqa: E402
 from lyricslab.bundle import save_bundle  # noqa: E402
 from lyricslab.evaluation import full_context_scorer, score_windows  # noqa: E402
 from lyricslab.fitting import (MlflowEpochLogger, NonFiniteLoss, StopOnNonFiniteLoss,  # noqa: E402,F401
-                               configure_runtime, diverged_as_non_finite_loss, progress_verbosity, steps_per_round,
-                               stopped_by)
+                               budget_callbacks, diverged_as_non_finite_loss, log_model_size, prepare_run,
+                               progress_verbosity, steps_per_round, stopped_by)
 from lyricslab.flops import matmul_peak, model_flop_utilisation, training_flops_per_token  # noqa: E402
 from lyricslab.generation import write_samples  # noqa: E402
 from lyricslab.lyric_metrics import sample_metrics  # noqa: E402
@@ -44,7 +43,7 @@ from lyricslab.masked_lm import train_masked_lm  # noqa: E402
 from lyricslab.models import build_model  # noqa: E402
 from lyricslab.models.rnn import build_rnn  # noqa: E402
 from lyricslab.ngram import baseline_bpc  # noqa: E402
-from lyricslab.optim import budget_schedule, build_optimizer, scheduler_callbacks  # noqa: E402
+from lyricslab.optim import build_optimizer, scheduler_callbacks  # noqa: E402
 from lyricslab.plots import learning_curves  # noqa: E402
 from lyricslab.song_cache import ARTIFACT as SONG_CACHE_ARTIFACT, SongCache, fit_and_score  # noqa: E402
 from lyricslab.tokenizers import EOS_ID, Tokenizer, load_tokenizer, train_tokenizer  # noqa: E402
@@ -119,12 +118,7 @@ def fit_callbacks(cfg: Any, derived: DerivedMetrics, validation: FullContextVali
                  keras.callbacks.EarlyStopping(monitor="val_bpc", mode="min", patience=cfg.trainer.patience,
                                                restore_best_weights=True),
                  *scheduler_callbacks(cfg.scheduler)]
-    if budget is not None:
-        schedule = budget_schedule(cfg.scheduler, float(cfg.optimizer.learning_rate))
-        if schedule is not None:
-            callbacks.append(LearningRateByProgress(schedule, budget.fraction))
-        callbacks.append(StopAtBudget(budget))
-    return [*callbacks, *extra, RoundProgress(budget)]
+    return [*callbacks, *budget_callbacks(cfg, budget), *extra, RoundProgress(budget)]
 
 
 def evaluate_test(model: keras.Model, scorer: Any, stream: np.ndarray, chars: int, seq_len: int,
@@ -217,10 +211,7 @@ def train(cfg: Any, callbacks: Sequence[keras.callbacks.Callback] = (), parent_r
         return train_masked_lm(cfg, callbacks, parent_run_id, tags, on_run_start, clock)
     started = time.perf_counter()
     tr = cfg.trainer
-    check_trainer(tr)
-    configure_runtime(tr)
-    splits = load_splits(cfg.data, cfg.data_size.songs)
-    texts = {name: getattr(splits, name) for name in SPLITS}
+    splits, texts = prepare_run(cfg)
     conditioned = condition_splits(cfg, splits)  # control tokens before each song; the same texts when off
     tokenizer, streams = tokenize_splits(cfg.tokenizer, conditioned.texts, conditioned.cache_path)
     # +1: the end-of-song mark. Lyrics only: control tokens are not characters.
@@ -253,9 +244,7 @@ def train(cfg: Any, callbacks: Sequence[keras.callbacks.Callback] = (), parent_r
         derived = DerivedMetrics(tokens_per_step=tr.batch_size * tr.seq_len)
         scorer = full_context_scorer(model, tr, unscored)
         validation = FullContextValidation(scorer, streams["val"], chars["val"])
-        trainable = int(sum(np.prod(v.shape) for v in model.trainable_weights))  # LoRA: the adapters only
-        mlflow.log_params({"data.vocab_size": tokenizer.vocab_size, "model.params": model.count_params(),
-                           "model.trainable_params": trainable})
+        trainable = log_model_size(model, tokenizer.vocab_size)
         mlflow.log_metrics(baseline)
         extra = [ResetStatesEachPass(batches), *callbacks] if carried else callbacks
         fit_list = fit_callbacks(cfg, derived, validation, extra, budget)
@@ -311,7 +300,8 @@ def train(cfg: Any, callbacks: Sequence[keras.callbacks.Callback] = (), parent_r
             if conditioned.conditions is not None:  # the values the model knows, for `generate genre=...`
                 (out / CONDITIONING_ARTIFACT).write_text(json.dumps(conditioned.conditions.to_json(), indent=2))
             sample_start = time.perf_counter()
-            samples = write_samples(model, tokenizer, cfg, out / "samples.txt", song_cache=song_cache)
+            # The network's own samples: the song cache feeds loops in them (see README, "The song cache").
+            samples = write_samples(model, tokenizer, cfg, out / "samples.txt")
             metrics["sample_seconds"] = time.perf_counter() - sample_start
             lyric_start = time.perf_counter()
             metrics.update(sample_metrics(samples, texts["train"], texts["val"]))  # ref_*: same count and length

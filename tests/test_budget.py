@@ -20,8 +20,8 @@ from lyricslab.flops import forward_flops_per_token, matmul_peak, training_flops
 from lyricslab.models import build_model
 from lyricslab.optim import build_optimizer
 from lyricslab.callbacks import ThroughputProbe
-from lyricslab.train import (compile_model, configure_runtime, fit_callbacks, measure_steps_per_second,
-                             steps_per_round, train)
+from lyricslab.fitting import configure_runtime
+from lyricslab.train import compile_model, fit_callbacks, measure_steps_per_second, steps_per_round, train
 from lyricslab.windows import make_windows, to_dataset
 
 LR = 0.002  # rmsprop's default

@@ -310,6 +310,26 @@ def test_top_k_1_and_a_tiny_top_p_are_greedy():
     assert (top2[..., 0] == rows[:, len(start):]).any()  # the second-likeliest was picked at least once
 
 
+def test_sampling_with_a_trusted_song_cache_continues_what_the_song_repeats():
+    """Weights of 1 hand every step with an earlier match to the cache: a random, untrained network then
+    keeps singing the refrain its prompt started, at any temperature and seed."""
+    import keras
+
+    from lyricslab.song_cache import LENGTH_EDGES, SongCache
+
+    keras.utils.set_random_seed(0)
+    tok = char_tokenizer()
+    net = build_model(compose(tiny("transformer")), tok.vocab_size)
+    trusted = SongCache(weights=[0.0, 0.0] + [1.0] * (2 * len(LENGTH_EDGES) - 2))
+    prompt = "[verse]\nla la la la"
+    for temperature, seed in ((1.0, 0), (0.5, 3)):
+        song = generate_text(net, tok, prompt, max_tokens=9, temperature=temperature, seed=seed, stop_at_eos=False,
+                             song_cache=trusted)[0]
+        assert song.endswith("la la la la la la la")
+    plain = generate_text(net, tok, prompt, max_tokens=9, temperature=1.0, seed=0, stop_at_eos=False)[0]
+    assert not plain.endswith("la la la la la la la")
+
+
 def test_beam_search_with_one_beam_is_greedy_and_with_four_beats_sampling():
     import keras
 
@@ -415,6 +435,9 @@ def test_evaluate_on_a_csv_reproduces_the_runs_test_split(trained_run, tmp_path,
     assert logged["eval_held_out_bpc"] == pytest.approx(metrics["test_bpc"], rel=1e-4)
     assert logged["eval_held_out_accuracy"] == pytest.approx(metrics["test_accuracy"], rel=1e-4)
     assert logged["eval_held_out_baseline_ngram_bpc"] == pytest.approx(metrics["baseline_ngram_test_bpc"], rel=1e-6)
+    # The run's saved song-cache weights give evaluate the run's own cached test figure.
+    assert logged["eval_held_out_bpc_song_cache"] == pytest.approx(metrics["test_bpc_song_cache"], rel=1e-4)
+    assert metrics["test_bpc_song_cache"] < metrics["test_bpc"]  # the demo songs repeat their choruses
     assert 0 <= logged["eval_held_out_copy_rate"] <= 1 and "eval_held_out_ref_distinct_2" in logged
 
 

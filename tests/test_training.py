@@ -12,10 +12,11 @@ import pytest
 from conftest import compose, tiny
 from lyricslab.callbacks import DerivedMetrics, FullContextValidation
 from lyricslab.evaluation import full_context_scorer
+from lyricslab.fitting import configure_runtime
 from lyricslab.models import build_model
 from lyricslab.optim import build_optimizer
 from lyricslab.plots import curves
-from lyricslab.train import NonFiniteLoss, compile_model, configure_runtime, fit_callbacks, train
+from lyricslab.train import NonFiniteLoss, compile_model, fit_callbacks, train
 from lyricslab.windows import make_windows, parallel_streams, to_dataset
 
 VOCAB = 24
