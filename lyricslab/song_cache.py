@@ -30,7 +30,7 @@ from typing import Sequence
 
 import numpy as np
 
-from lyricslab.hashing import gram_hashes, mix64
+from lyricslab.hashing import extend_hashes, gram_hashes, mix64
 
 MAX_CONTEXT = 40  # tokens; longer matches add little: a repeated line is long past this
 # Match lengths that share a weight (each bucket also splits on whether earlier occurrences agreed).
@@ -71,17 +71,38 @@ def bucket_of(length: np.ndarray, agreed: np.ndarray) -> np.ndarray:
     return edge * 2 + agreed.astype(np.int64)
 
 
-def cache_features(stream: np.ndarray, boundary: int, max_context: int = MAX_CONTEXT) -> CacheFeatures:
+CHUNK_TARGETS = 2_000_000  # songs are featurised in pieces of about this many tokens: memory stays bounded
+
+
+def cache_features(stream: np.ndarray, boundary: int, max_context: int = MAX_CONTEXT,
+                   chunk: int = CHUNK_TARGETS) -> CacheFeatures:
     """Features for the targets `stream[1:]`; `stream[0]` and every `boundary` token start a song.
 
     A target's context is the stream up to it inside its own song (the boundary that opens the song
-    included), so nothing crosses from one song to the next.
+    included), so nothing crosses from one song to the next, and a long stream can be cut at song
+    starts into pieces of about `chunk` targets, each featurised on its own, with the same result.
     """
-    stream = np.asarray(stream).astype(np.uint64)
+    stream = np.asarray(stream)
+    n = len(stream) - 1
+    opens = np.flatnonzero(stream[:max(n, 0)] == boundary)
+    cuts = [0]
+    for target in range(chunk, n, chunk):  # the first song start at or after each multiple of chunk
+        at = opens[np.searchsorted(opens, target):][:1]
+        if len(at) and at[0] > cuts[-1]:
+            cuts.append(int(at[0]))
+    cuts.append(max(n, 0))
+    pieces = [_features(stream[a:b + 1], boundary, max_context) for a, b in zip(cuts[:-1], cuts[1:])]
+    if len(pieces) == 1:
+        return pieces[0]
+    return CacheFeatures(*(np.concatenate([getattr(p, name) for p in pieces]) for name in ("bucket", "prob", "length")))
+
+
+def _features(stream: np.ndarray, boundary: int, max_context: int) -> CacheFeatures:
+    stream = stream.astype(np.uint64)
     n = len(stream) - 1  # targets: stream[t + 1] follows the context ending at stream[t]
-    length = np.zeros(n, dtype=np.int64)
-    prob = np.zeros(n)
-    agreed = np.zeros(n, dtype=bool)
+    length = np.zeros(max(n, 0), dtype=np.int64)
+    prob = np.zeros(max(n, 0))
+    agreed = np.zeros(max(n, 0), dtype=bool)
     if n <= 0:
         return CacheFeatures(np.zeros(0, dtype=np.int64), prob, length)
     opens = (stream[:n] == np.uint64(boundary))
@@ -91,13 +112,14 @@ def cache_features(stream: np.ndarray, boundary: int, max_context: int = MAX_CON
     room = np.arange(n) - start + 1  # tokens of same-song context available at t
     targets = stream[1:]
     salt = mix64(song.astype(np.uint64) + np.uint64(0x632BE59BD9B4E019))
-    hashes = gram_hashes(stream[:n], max_context)
+    hashes = gram_hashes(stream[:n], 0)[0]  # the empty context; longer ones are built one length at a time
     for k in range(1, max_context + 1):
+        hashes = extend_hashes(hashes, stream[:n])  # the k-gram ending at each position
         valid = np.flatnonzero(room >= k)
         if not len(valid):
             break
         with np.errstate(over="ignore"):
-            context = mix64(hashes[k][valid] ^ salt[valid])
+            context = mix64(hashes[valid] ^ salt[valid])
             pair = mix64(context * np.uint64(0x100000001B3) + targets[valid])
         seen = _earlier_in_group(context)  # earlier occurrences of this context in the song
         if not seen.any():

@@ -50,6 +50,20 @@ def test_features_match_brute_force(seed):
     assert np.array_equal(features.bucket, bucket_of(lengths, agreed & (lengths > 0)))
 
 
+def test_long_streams_are_cut_at_song_starts_with_the_same_result():
+    rng = np.random.default_rng(5)
+    stream = [BOUNDARY]
+    for _ in range(30):
+        song = list(rng.integers(1, 5, size=int(rng.integers(5, 40))))
+        stream += song + song[2:12] + [BOUNDARY]
+    stream = np.array(stream)
+    whole = cache_features(stream, BOUNDARY)
+    for chunk in (1, 7, 50, 200):
+        cut = cache_features(stream, BOUNDARY, chunk=chunk)
+        assert np.array_equal(cut.length, whole.length) and np.array_equal(cut.bucket, whole.bucket)
+        assert np.array_equal(cut.prob, whole.prob)
+
+
 def test_nothing_crosses_from_one_song_to_the_next():
     song = [5, 6, 7, 8, 9]
     features = cache_features(np.array([BOUNDARY, *song, BOUNDARY, *song, BOUNDARY]), BOUNDARY)
