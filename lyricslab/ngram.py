@@ -141,8 +141,7 @@ def baseline_bpc(train: Sequence[str], evaluate: dict[str, Sequence[str]], order
         symbols = np.concatenate([np.zeros(1, dtype=np.uint64), model.symbol_stream(songs)[order - 1:]])
         probs[name] = (symbols, 2.0 ** log2_probs, chars)
     if with_cache:
-        _, bits = fit_and_score(probs["val"][:2], {name: p[:2] for name, p in probs.items()},
-                                boundary=0, max_context=int(song_cache))
+        _, bits = fit_and_score({name: p[:2] for name, p in probs.items()}, boundary=0, max_context=int(song_cache))
         out.update({f"{name}_song_cache": bits[name] / max(probs[name][2], 1) for name in evaluate})
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)

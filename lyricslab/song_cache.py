@@ -48,21 +48,30 @@ class CacheFeatures:
     length: np.ndarray  # int64, the match length in tokens
 
 
-def _earlier_in_group(keys: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
-    """For each i: how many j < i share keys[i] (or the sum of values[j] over them)."""
-    order = np.argsort(keys, kind="stable")  # stable: inside a group, positions stay in stream order
-    ranked = keys[order]
-    starts = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])
-    group_of = np.cumsum(np.r_[True, ranked[1:] != ranked[:-1]]) - 1
-    if values is None:
-        before = np.arange(len(keys)) - starts[group_of]
-    else:
-        v = values[order].astype(np.int64)
+class _Groups:
+    """Equal keys as groups, positions in stream order inside each; one sort serves every query."""
+
+    def __init__(self, keys: np.ndarray):
+        self.order = np.argsort(keys, kind="stable")  # stable: inside a group, positions stay in stream order
+        ranked = keys[self.order]
+        new = np.r_[True, ranked[1:] != ranked[:-1]]
+        self.starts = np.flatnonzero(new)
+        self.group_of = np.cumsum(new) - 1
+
+    def _unsort(self, sorted_values: np.ndarray) -> np.ndarray:
+        out = np.empty(len(sorted_values), dtype=np.int64)
+        out[self.order] = sorted_values
+        return out
+
+    def earlier(self) -> np.ndarray:
+        """For each i: how many j < i share its key."""
+        return self._unsort(np.arange(len(self.order)) - self.starts[self.group_of])
+
+    def earlier_sum(self, values: np.ndarray) -> np.ndarray:
+        """For each i: the sum of values[j] over the j < i that share its key."""
+        v = values[self.order].astype(np.int64)
         running = np.cumsum(v) - v  # exclusive prefix sums, then rebased to each group's start
-        before = running - running[starts][group_of]
-    out = np.empty(len(keys), dtype=np.int64)
-    out[order] = before
-    return out
+        return self._unsort(running - running[self.starts][self.group_of])
 
 
 def bucket_of(length: np.ndarray, agreed: np.ndarray) -> np.ndarray:
@@ -121,12 +130,13 @@ def _features(stream: np.ndarray, boundary: int, max_context: int) -> CacheFeatu
         with np.errstate(over="ignore"):
             context = mix64(hashes[valid] ^ salt[valid])
             pair = mix64(context * np.uint64(0x100000001B3) + targets[valid])
-        seen = _earlier_in_group(context)  # earlier occurrences of this context in the song
+        groups = _Groups(context)
+        seen = groups.earlier()  # earlier occurrences of this context in the song
         if not seen.any():
             break  # no context of this length repeats: none longer can either
-        same = _earlier_in_group(pair)  # ... that were followed by this target
+        same = _Groups(pair).earlier()  # ... that were followed by this target
         first = (same == 0).astype(np.int64)  # the first time this context was followed by this target
-        kinds = _earlier_in_group(context, first)  # distinct followers before this position
+        kinds = groups.earlier_sum(first)  # distinct followers before this position
         hit = seen > 0
         at = valid[hit]
         length[at] = k
@@ -201,11 +211,11 @@ class SongCache:
         return cls(weights=[float(w) for w in saved["weights"]], max_context=int(saved["max_context"]))
 
 
-def fit_and_score(val: tuple[np.ndarray, np.ndarray], scored: dict[str, tuple[np.ndarray, np.ndarray]],
-                  boundary: int, max_context: int = MAX_CONTEXT) -> tuple[SongCache, dict[str, float]]:
-    """Fit the weights on `val` = (stream, model probability per target) and return total bits for each
-    `scored` split, by name (val included when given there: fitted on itself, so slightly optimistic)."""
-    stream, prob = val
-    cache = SongCache(max_context=max_context).fit(prob, cache_features(stream, boundary, max_context))
-    bits = {name: cache.bits(p, cache_features(s, boundary, max_context)) for name, (s, p) in scored.items()}
-    return cache, bits
+def fit_and_score(splits: dict[str, tuple[np.ndarray, np.ndarray]], boundary: int,
+                  max_context: int = MAX_CONTEXT, fit_on: str = "val") -> tuple[SongCache, dict[str, float]]:
+    """Fit the weights on `splits[fit_on]` = (stream, model probability per target) and return the total
+    bits of every split by name (the fitted split's own figure is fitted on itself, so slightly
+    optimistic). Each split's features are computed once, for fitting and scoring alike."""
+    features = {name: cache_features(stream, boundary, max_context) for name, (stream, _) in splits.items()}
+    cache = SongCache(max_context=max_context).fit(splits[fit_on][1], features[fit_on])
+    return cache, {name: cache.bits(prob, features[name]) for name, (_, prob) in splits.items()}

@@ -148,7 +148,7 @@ def with_song_cache(cfg: Any, streams: dict[str, np.ndarray], token_nll: dict[st
     if max_context is None or any(nll is None for nll in token_nll.values()):
         return None, {}
     splits = {name: (with_start(streams[name]), np.exp(-token_nll[name])) for name in token_nll}
-    cache, bits = fit_and_score(splits["val"], splits, EOS_ID, max_context)
+    cache, bits = fit_and_score(splits, EOS_ID, max_context)
     return cache, {f"{name}_bpc_song_cache": bits[name] / max(chars[name], 1) for name in bits}
 
 

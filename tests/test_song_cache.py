@@ -84,7 +84,8 @@ def test_fitted_weights_pay_on_repeated_lines_and_stay_off_without_them():
 
     val, test = songs(20), songs(20)
     uniform = {name: np.full(len(s) - 1, 1 / 30) for name, s in (("val", val), ("test", test))}
-    cache, bits = fit_and_score((val, uniform["val"]), {"test": (test, uniform["test"])}, BOUNDARY)
+    cache, bits = fit_and_score({"val": (val, uniform["val"]), "test": (test, uniform["test"])},
+                                BOUNDARY)
     plain = -np.log2(uniform["test"]).sum()
     # 50 of each song's 170 tokens repeat its chorus (29%): nearly free once the repeat is recognised.
     assert bits["test"] < 0.82 * plain
@@ -94,7 +95,7 @@ def test_fitted_weights_pay_on_repeated_lines_and_stay_off_without_them():
 
     noise = np.concatenate([[BOUNDARY], rng.integers(1, 30, size=3000)])
     flat = np.full(len(noise) - 1, 1 / 30)
-    cache, bits = fit_and_score((noise, flat), {"val": (noise, flat)}, BOUNDARY)
+    cache, bits = fit_and_score({"val": (noise, flat)}, BOUNDARY)
     assert bits["val"] <= -np.log2(flat).sum() + 1e-6  # EM never does worse than the model on its own data
 
 
