@@ -56,16 +56,18 @@ def compose(extra: list[str]):
 
 def tag_matrix(bundle, rows: list[dict]) -> dict[str, dict[str, float]]:
     """bpc[song tag][prompted tag]: each tag's test songs, full context, behind every known tag."""
-    from lyricslab.data.conditioning import bundle_conditions, control
+    from lyricslab.data.conditioning import bundle_conditions, control, repeat_of, with_prefix
     from lyricslab.evaluation import full_context_scorer
 
     known = bundle_conditions(bundle.cfg, bundle.tokenizer).known["tag"]
+    repeat = repeat_of(bundle.cfg)  # the prompted tag goes where training put the song's own
     scorer = full_context_scorer(bundle.model, bundle.cfg.trainer, bundle.tokenizer.control_ids())
     out: dict[str, dict[str, float]] = {}
     for tag in sorted({r["tag"] for r in rows} & set(known)):
         lyrics = [r["lyrics"] for r in rows if r["tag"] == tag]
         chars = sum(len(s) + 1 for s in lyrics)
-        out[tag] = {prompt: scorer(bundle.tokenizer.encode_songs([control("tag", prompt) + s for s in lyrics]))
+        out[tag] = {prompt: scorer(bundle.tokenizer.encode_songs([with_prefix(control("tag", prompt), s, repeat)
+                                                                   for s in lyrics]))
                     .metrics(chars, "")["bpc"] for prompt in known}
     return out
 

@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     except BundleError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from lyricslab.data.conditioning import ConditionError, bundle_conditions
+    from lyricslab.data.conditioning import ConditionError, bundle_conditions, repeat_of, with_prefix
 
     request = {key: opts[key] for key in CONDITIONS if opts.get(key)}
     try:  # control tokens for genre=/year=/artist=...; an unknown value lists the known ones
@@ -113,13 +113,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     from lyricslab.decoding import make_cache  # Keras: imported once there is a model, so a wrong id fails fast
-    from lyricslab.generation import generate
+    from lyricslab.generation import generate, unescape_prompt
 
     masked = bundle.cfg.model.family == "bert"
     if masked:  # a masked LM writes by filling [MASK]s left to right: a full pass per token, much slower
         from lyricslab.masked_lm import generate
     cache = None if masked else make_cache(bundle.model)
-    prompt = controls + start_text(opts["structure"], opts["prompt"])
+    # repeat=line: the controls also follow each line break of the prompt, and of the song as it is written.
+    repeat = repeat_of(bundle.cfg)
+    prompt = with_prefix(controls, unescape_prompt(start_text(opts["structure"], opts["prompt"])), repeat)
+    line_prefix = controls if repeat == "line" and not masked else ""
     label = "".join(f", {key}={value}" for key, value in request.items())
     songs = []
     # One bar per song: a long song on a big model takes a while on CPU.
@@ -127,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         songs += generate(bundle.model, bundle.tokenizer, prompt, n=1, max_tokens=opts["max_tokens"],
                           temperature=opts["temperature"], top_k=opts["top_k"], top_p=opts["top_p"],
                           sampler=opts["sampler"], seed=opts["seed"] + i, cache=cache,
+                          **({"line_prefix": line_prefix} if line_prefix else {}),
                           **({"song_cache": bundle.song_cache} if opts["song_cache"] and not masked else {}))
     if opts["song_cache"] and bundle.song_cache is None and not masked:
         print("note: this run has no song cache (trained before it, or with song_cache.max_context=null); "

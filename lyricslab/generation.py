@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -57,9 +58,44 @@ def song_cache_logits(song_cache: SongCache, prompt: np.ndarray, index: int, log
     return np.log(np.maximum(out, 1e-30)).astype(np.float32)
 
 
+@dataclass
+class LinePrefix:
+    """Control tokens written after every line end, as a model trained with conditioning.repeat=line
+    read them: given, not sampled (sampling could switch the song to another genre mid-way)."""
+
+    ids: np.ndarray  # the prefix's tokens
+    line_ends: np.ndarray  # (vocab,) bool: tokens after which the prefix comes
+
+    @classmethod
+    def of(cls, tokenizer: Tokenizer, prefix: str) -> "LinePrefix | None":
+        if not prefix:
+            return None
+        line_ends = np.zeros(tokenizer.vocab_size, dtype=bool)
+        line_ends[tokenizer.line_end_ids()] = True
+        ids = tokenizer.encode(prefix).astype(np.int32)
+        if line_ends[ids].any():
+            raise ValueError(f"the line prefix {prefix!r} itself ends a line")
+        return cls(ids, line_ends)
+
+    def force(self, logits, prompt, index):
+        """Logits that pick the prefix's next token where the row is inside a line's prefix; the rest
+        unchanged. Row r is at prefix token j-1 when the token j back from `index` ended a line (prefix
+        tokens never end one, so the nearest such j is the only one)."""
+        import tensorflow as tf
+
+        line_ends = tf.constant(self.line_ends)
+        forced = tf.fill([tf.shape(prompt)[0]], -1)
+        for j in range(len(self.ids), 0, -1):  # the smallest j is written last and wins
+            back = tf.gather(prompt, tf.maximum(index - j, 0), axis=1)
+            ended = tf.logical_and(index - j >= 0, tf.gather(line_ends, back))
+            forced = tf.where(ended, int(self.ids[j - 1]), forced)
+        chosen = tf.one_hot(tf.maximum(forced, 0), tf.shape(logits)[-1], on_value=0.0, off_value=-1e9)
+        return tf.where((forced >= 0)[:, None], chosen, logits)
+
+
 def generate_ids(model: Any, start: np.ndarray, n: int, max_tokens: int, sampler: Any,
                  cache: Any = None, stop_at_eos: bool = True, row_temperatures: Sequence[float] | None = None,
-                 song_cache: SongCache | None = None) -> np.ndarray:
+                 song_cache: SongCache | None = None, line_prefix: LinePrefix | None = None) -> np.ndarray:
     """n continuations of `start`, one token per step with a state/KV cache; stops at <eos>.
 
     Rows are `len(start) + max_tokens` long (padding after a row's <eos> when it stops early).
@@ -68,6 +104,7 @@ def generate_ids(model: Any, start: np.ndarray, n: int, max_tokens: int, sampler
     in one batched call instead of one call each. With `song_cache` (the run's fitted weights),
     each step samples from the model (at its temperature) mixed with what the song already said,
     as it was scored, so a chorus can come back; it also feeds a loop once the model repeats itself.
+    `line_prefix` writes a conditioned model's control tokens after every line end (see LinePrefix).
     """
     import tensorflow as tf
 
@@ -97,6 +134,8 @@ def generate_ids(model: Any, start: np.ndarray, n: int, max_tokens: int, sampler
             mixed = tf.py_function(lambda p, i, lg: song_cache_logits(song_cache, p.numpy(), int(i), lg.numpy()),
                                    [prompt, index, logits], tf.float32)
             logits = tf.ensure_shape(mixed, logits.shape)
+        if line_prefix is not None:  # last: the prefix is given, whatever the model or the cache expect
+            logits = line_prefix.force(logits, prompt, index)
         return logits, hidden, state
 
     @tf.function  # one graph for the prefill and the whole sampling loop
@@ -110,21 +149,24 @@ def generate_ids(model: Any, start: np.ndarray, n: int, max_tokens: int, sampler
 def generate(model: Any, tokenizer: Tokenizer, prompt: str, n: int = 1, max_tokens: int = 200,
              temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
              sampler: str = "random", seed: int = 0, cache: Any = None, stop_at_eos: bool = True,
-             song_cache: SongCache | None = None) -> list[str]:
+             song_cache: SongCache | None = None, line_prefix: str = "") -> list[str]:
     """n songs for one prompt, rendered with readable [Verse]/[Chorus] headers.
 
     With stop_at_eos=False every row runs the full max_tokens, on past <eos> into a next song.
+    `line_prefix`: control tokens to write after every line end (conditioning.repeat=line); the
+    prompt should already carry them (lyricslab.data.conditioning.with_prefix).
     """
     start = prompt_ids(tokenizer, prompt)
+    forced = LinePrefix.of(tokenizer, line_prefix)
     name = sampler if sampler in ("greedy", "beam") else "random"
     if song_cache is not None and name == "random":  # the temperature goes before the cache (see generate_ids)
         chosen = make_sampler(name, 1.0, top_k, top_p, seed)
         rows = generate_ids(model, start, n, max_tokens, chosen, cache=cache, stop_at_eos=stop_at_eos,
-                            row_temperatures=[temperature] * n, song_cache=song_cache)
+                            row_temperatures=[temperature] * n, song_cache=song_cache, line_prefix=forced)
     else:
         chosen = make_sampler(name, temperature, top_k, top_p, seed)
         rows = generate_ids(model, start, n, max_tokens, chosen, cache=cache, stop_at_eos=stop_at_eos,
-                            song_cache=song_cache)
+                            song_cache=song_cache, line_prefix=forced)
     return _texts(tokenizer, rows, len(start)) if stop_at_eos else _stream_texts(tokenizer, rows)
 
 

@@ -82,6 +82,11 @@ class GPT2BPETokenizer(Tokenizer):
             parts.append(self.bpe.detokenize(piece))
         return "".join(str(p) for p in parts)
 
+    def line_end_ids(self) -> list[int]:
+        # From the byte-level vocabulary ("Ċ" is its newline byte): decoding 50k ids one by one is slow.
+        vocab = self.bpe.get_vocabulary()
+        return [EOS_ID] + [i + ID_OFFSET for i, token in enumerate(vocab) if token.endswith("Ċ")]
+
     def _save(self, folder: Path) -> dict[str, Any]:
         self.bpe.save_assets(str(folder))  # vocabulary.json and merges.txt: the bundle needs no preset
         return {"id_offset": ID_OFFSET}

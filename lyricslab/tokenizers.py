@@ -60,6 +60,11 @@ class Tokenizer:
         """Their ids: inputs the model is given, never targets it is scored on."""
         return []
 
+    def line_end_ids(self) -> list[int]:
+        """Ids whose text ends a line (<eos> too: it reads as one). Under conditioning.repeat=line a
+        control prefix follows each of them, and generation writes it there."""
+        return [i for i in range(self.vocab_size) if self.decode([i]).endswith("\n")]
+
     def encode_songs(self, songs: Sequence[str]) -> np.ndarray:
         """One token stream: each song followed by <eos>."""
         parts = []

@@ -10,7 +10,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import compose, song, tiny, write_csv
-from lyricslab.data.conditioning import (ConditionError, Conditions, condition_splits, fields_of, strip_controls)
+from lyricslab.data.conditioning import (ConditionError, Conditions, condition_splits, fields_of, repeat_of,
+                                         strip_controls, with_prefix)
 from lyricslab.evaluation import Scores
 from lyricslab.tokenizers import load_tokenizer, train_tokenizer
 from lyricslab.windows import Windows
@@ -49,6 +50,39 @@ def test_control_tokens_are_left_out_of_the_scores():
     controlled.add(stats, windows, False)
     assert plain.tokens == 4 and plain.nll_sum == 56.0
     assert controlled.tokens == 3 and controlled.nll_sum == 6.0 and controlled.correct == 2
+
+
+def test_repeat_line_puts_the_prefix_after_every_line_break():
+    assert with_prefix("<tag:rap>", "a\nb\n\nc", "line") == "<tag:rap>a\n<tag:rap>b\n<tag:rap>\n<tag:rap>c"
+    assert with_prefix("<tag:rap>", "a\nb", "song") == "<tag:rap>a\nb"
+    assert with_prefix("", "a\nb", "line") == "a\nb"  # a song that dropped every field
+    assert repeat_of(compose([])) == "line"
+    # A run trained before `repeat` existed read its prefix once: its bundle's config has no key.
+    assert repeat_of(OmegaConf.create({"conditioning": {"fields": ["tag"]}})) == "song"
+
+
+def test_line_prefix_forces_the_controls_after_a_line_end_and_nowhere_else():
+    import tensorflow as tf
+
+    from lyricslab.generation import LinePrefix
+    from lyricslab.tokenizers import EOS_ID
+
+    tok = train_tokenizer(OmegaConf.create({"kind": "char", "vocab_size": 300, "min_freq": 1}), TRAIN)
+    forced = LinePrefix.of(tok, "<tag:rap><decade:1990s>")
+    first, second = forced.ids.tolist()
+    a, nl = int(tok.encode("a")[0]), int(tok.encode("\n")[0])
+    prompt = np.array([[a, a, nl, 0],  # a line just ended: the prefix's first token
+                       [a, nl, first, 0],  # inside the prefix: its second
+                       [nl, first, second, 0],  # the prefix is written: free again
+                       [a, a, a, 0],  # mid-line: free
+                       [a, a, EOS_ID, 0]], dtype=np.int32)  # a new song opens with the prefix too
+    logits = np.random.default_rng(0).normal(size=(5, tok.vocab_size)).astype(np.float32)
+    out = np.asarray(forced.force(tf.constant(logits), tf.constant(prompt), tf.constant(3)))
+    assert out.argmax(axis=1)[[0, 1, 4]].tolist() == [first, second, first]
+    assert (np.sort(out[0])[-2] < -1e8)  # the forced token is the only one left
+    np.testing.assert_array_equal(out[[2, 3]], logits[[2, 3]])
+    with pytest.raises(ValueError, match="itself ends a line"):
+        LinePrefix.of(tok, "<tag:rap>\n")
 
 
 def rows_for(*specs):
@@ -177,9 +211,9 @@ def test_conditioning_changes_the_next_token_distribution(conditioned_run):
     bundle = load_run(run_id)
     tok = bundle.tokenizer
     y, l = tok.encode("y")[0], tok.encode("l")[0]
-    for lang in ("en", "es"):
-        rap = next_token_probs(bundle, f"<tag:rap><lang:{lang}>[verse]\n")
-        country = next_token_probs(bundle, f"<tag:country><lang:{lang}>[verse]\n")
+    for lang in ("en", "es"):  # the prefix as training put it: before the song and after each line break
+        rap = next_token_probs(bundle, with_prefix(f"<tag:rap><lang:{lang}>", "[verse]\n", "line"))
+        country = next_token_probs(bundle, with_prefix(f"<tag:country><lang:{lang}>", "[verse]\n", "line"))
         assert rap[y] > country[y] + 0.5 and country[l] > rap[l] + 0.5, (rap[[y, l]], country[[y, l]])
 
 
@@ -238,11 +272,31 @@ def test_generate_takes_a_genre_and_rejects_an_unknown_one(conditioned_run, caps
     assert "conditioned on tag, lang, not artist" in capsys.readouterr().err
 
 
+def test_generation_writes_the_prefix_after_every_line(conditioned_run):
+    import mlflow
+
+    from lyricslab.bundle import load_run
+    from lyricslab.decoding import make_sampler
+    from lyricslab.generation import LinePrefix, generate_ids, prompt_ids
+
+    run_id, uri, _, _ = conditioned_run
+    mlflow.set_tracking_uri(uri)
+    bundle = load_run(run_id)
+    prefix = "<tag:country><lang:en>"
+    start = prompt_ids(bundle.tokenizer, with_prefix(prefix, "[verse]\n", "line"))
+    rows = generate_ids(bundle.model, start, 2, 80, make_sampler("random", 1.0, seed=3), stop_at_eos=False,
+                        line_prefix=LinePrefix.of(bundle.tokenizer, prefix))
+    for row in rows:
+        lines = bundle.tokenizer.decode(row[1:]).split("\n")  # <eos> reads as a line break too
+        assert len(lines) > 4 and all(line.startswith(prefix) for line in lines[:-1]), lines
+
+
 @pytest.mark.parametrize("override, message", [
     ("conditioning.fields=[genre]", "conditioning.fields: unknown field"),
     ("conditioning.fields=[decade,year]", "pick decade or year"),
     ("conditioning.top_artists=-1", "top_artists must be a whole number"),
     ("conditioning.drop=1.5", r"conditioning.drop must be a number in \[0, 1\)"),
+    ("conditioning.repeat=verse", r"conditioning.repeat must be one of \['line', 'song'\]"),
     ("breakdown=[artist]", "breakdown: unknown column"),
     ("data.language=[]", "data.language must be a language code"),
 ])

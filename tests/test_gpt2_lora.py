@@ -57,6 +57,11 @@ def test_gpt2_tokenizer_is_lossless_and_keeps_lyricslab_special_ids(preset):
     bpe = keras_hub.tokenizers.GPT2Tokenizer.from_preset(str(preset))
     np.testing.assert_array_equal(tok.encode(songs[0]), np.asarray(bpe.tokenize(songs[0])) + 3)  # GPT-2 id + 3
     assert tok.vocab_size == 603
+    # Line ends read off the byte-level vocabulary are the ones decoding every id finds (the slow way).
+    from lyricslab.tokenizers import Tokenizer
+
+    line_ends = tok.line_end_ids()
+    assert sorted(line_ends) == Tokenizer.line_end_ids(tok) and EOS_ID in line_ends and len(line_ends) > 1
     again = load_tokenizer(tok.save(Path(str(preset) + "-tok")))  # from the bundle's copy, no preset needed
     np.testing.assert_array_equal(again.encode_songs(songs), stream)
 
