@@ -19,7 +19,9 @@ from lyricslab.runtime import quiet_tensorflow
 quiet_tensorflow()  # before keras: TensorFlow's start-up lines stay off the console
 import keras  # noqa: E402
 import keras_hub  # noqa: E402
-from keras import ops
+from keras import ops  # noqa: E402
+
+from lyricslab.control_inputs import ControlPath  # noqa: E402
 
 
 class RNNCache:
@@ -27,20 +29,25 @@ class RNNCache:
 
     def __init__(self, model: keras.Model):
         self.embedding = model.get_layer("embedding")
-        self.cells = [layer.cell for layer in model.layers if isinstance(layer, keras.layers.RNN)]
+        self.controls = ControlPath.of(model)  # conditioning.every_step: its state comes first in the cache
+        self.cells = [layer.cell for layer in model.layers
+                      if isinstance(layer, keras.layers.RNN) and (self.controls is None or layer is not self.controls.layer)]
         names = {layer.name for layer in model.layers}
         self.projection = model.get_layer("projection") if "projection" in names else None
         self.state_counts = [len(c.state_size) if isinstance(c.state_size, (list, tuple)) else 1 for c in self.cells]
 
     def initial(self, batch: int) -> tuple:
-        states = []
+        states = [] if self.controls is None else [self.controls.initial(batch)]
         for cell, count in zip(self.cells, self.state_counts):
             states += [ops.zeros((batch, cell.units))] * count
         return tuple(states)
 
     def step(self, token, cache):
         x = self.embedding(token)
-        new, i = [], 0
+        if self.controls is not None:
+            x, controls = self.controls.step(x, token, cache[0])
+            cache = cache[1:]
+        new, i = [] if self.controls is None else [controls], 0
         for cell, count in zip(self.cells, self.state_counts):
             states = list(cache[i:i + count])
             i += count

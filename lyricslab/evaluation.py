@@ -24,6 +24,7 @@ quiet_tensorflow()  # before keras: TensorFlow's start-up lines stay off the con
 import keras  # noqa: E402
 import numpy as np
 
+from lyricslab.control_inputs import ControlPath  # noqa: E402
 from lyricslab.windows import Windows, parallel_streams, sliding_windows
 
 LN2 = math.log(2.0)
@@ -150,7 +151,10 @@ class CarriedStateScorer:
         self.embedding = model.get_layer("embedding")
         names = {layer.name for layer in model.layers}
         self.projection = model.get_layer("projection") if "projection" in names else None
-        self.layers = [layer for layer in model.layers if isinstance(layer, keras.layers.RNN)]
+        self.controls = ControlPath.of(model)  # conditioning.every_step: its state comes first
+        self.control_twin = self.controls.twin() if self.controls is not None else None
+        self.layers = [layer for layer in model.layers if isinstance(layer, keras.layers.RNN)
+                       and (self.controls is None or layer is not self.controls.layer)]
         self.twins = []
         for layer in self.layers:
             twin = type(layer).from_config({**layer.get_config(), "return_state": True, "stateful": False,
@@ -161,6 +165,10 @@ class CarriedStateScorer:
 
     def _step(self, x, y, states):
         hidden, new = self.embedding(x), []
+        if self.controls is not None:
+            hidden, controls = self.controls.sequence(self.control_twin, hidden, x, states[0][0])
+            new.append([controls])
+            states = states[1:]
         for twin, state in zip(self.twins, states):
             hidden, *state = twin(hidden, initial_state=state, training=False)
             new.append(state)
@@ -174,6 +182,8 @@ class CarriedStateScorer:
         rows = parallel_streams(stream, self.rows, self.chunk)
         states = [twin.get_initial_state(len(rows.x)) for twin in self.twins]
         states = [list(s) if isinstance(s, (list, tuple)) else [s] for s in states]
+        if self.controls is not None:
+            states = [[self.controls.initial(len(rows.x))], *states]
         scores = Scores(unscored_ids=np.asarray(self.unscored_ids, dtype=np.int32),
                         token_nll=np.full(len(stream), np.nan))
         for t in range(0, rows.x.shape[1], self.chunk):

@@ -29,7 +29,8 @@ from lyricslab.breakdown import bpc_by_group, columns_of, scorer_for  # noqa: E4
 from lyricslab.budget import Budget  # noqa: E402
 from lyricslab.callbacks import (DerivedMetrics, FullContextValidation, ResetStatesEachPass,  # noqa: E402
                                  RoundProgress, ThroughputProbe)
-from lyricslab.data.conditioning import ARTIFACT as CONDITIONING_ARTIFACT, condition_splits  # noqa: E402
+from lyricslab.data.conditioning import ARTIFACT as CONDITIONING_ARTIFACT  # noqa: E402
+from lyricslab.data.conditioning import condition_splits, control_fields  # noqa: E402
 from lyricslab.data.prepare import SPLITS  # noqa: E402
 from lyricslab.bundle import save_bundle  # noqa: E402
 from lyricslab.evaluation import full_context_scorer, score_windows  # noqa: E402
@@ -64,19 +65,21 @@ def compile_model(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> 
     model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
 
 
-def build_training_model(cfg: Any, vocab_size: int) -> keras.Model:
+def build_training_model(cfg: Any, vocab_size: int, controls: Sequence[tuple[int, str]] = ()) -> keras.Model:
     """The model that `fit` trains: with `trainer.carry_state` a stateful RNN of fixed batch size,
-    otherwise the plain model. `plain_model` turns the first kind into the second after training."""
+    otherwise the plain model. `plain_model` turns the first kind into the second after training.
+    `controls`: (id, field) of the tokenizer's control tokens (`control_fields`)."""
     if cfg.trainer.get("carry_state"):
-        return build_rnn(cfg, vocab_size, stateful_batch=int(cfg.trainer.batch_size))
-    return build_model(cfg, vocab_size)
+        return build_rnn(cfg, vocab_size, stateful_batch=int(cfg.trainer.batch_size), controls=controls)
+    return build_model(cfg, vocab_size, controls)
 
 
-def plain_model(cfg: Any, model: keras.Model, vocab_size: int) -> keras.Model:
+def plain_model(cfg: Any, model: keras.Model, vocab_size: int, controls: Sequence[tuple[int, str]] = ()
+                ) -> keras.Model:
     """The trained weights in a model of any batch size, for scoring, sampling and saving."""
     if not cfg.trainer.get("carry_state"):
         return model
-    plain = build_model(cfg, vocab_size)
+    plain = build_model(cfg, vocab_size, controls)
     plain.set_weights(model.get_weights())  # same layers in the same order: only the batch size differs
     return plain
 
@@ -91,13 +94,14 @@ def training_windows(tr: Any, stream: np.ndarray) -> Windows:
 PROBE_MAX_STEPS = 200  # a throughput probe stops sooner: see ThroughputProbe
 
 
-def measure_steps_per_second(cfg: Any, vocab_size: int, train_ds: Any) -> float:
+def measure_steps_per_second(cfg: Any, vocab_size: int, train_ds: Any,
+                             controls: Sequence[tuple[int, str]] = ()) -> float:
     """Training steps per second of a throwaway copy of the model (same shapes, optimizer and batches).
 
     A copy, so the real run's weights, optimizer state and step-keyed lr schedule (which needs the
     round size this sizes) are untouched; the price is one more graph trace and a few steps.
     """
-    probe = build_training_model(cfg, vocab_size)
+    probe = build_training_model(cfg, vocab_size, controls)
     compile_model(probe, build_optimizer(cfg, 1))
     timer = ThroughputProbe()
     probe.fit(train_ds, epochs=1, steps_per_epoch=PROBE_MAX_STEPS, shuffle=False, verbose=0, callbacks=[timer])
@@ -233,12 +237,14 @@ def train(cfg: Any, callbacks: Sequence[keras.callbacks.Callback] = (), parent_r
     with tracking.training_run(cfg, parent_run_id=parent_run_id, tags=tags) as run:
         if on_run_start:
             on_run_start(run.info.run_id)
-        model = build_training_model(cfg, tokenizer.vocab_size)
+        controls = control_fields(tokenizer)
+        model = build_training_model(cfg, tokenizer.vocab_size, controls)
         budget = Budget(tr.budget_minutes, clock) if tr.get("budget_minutes") else None
         if budget is not None:
             budget.start()  # before the throughput probe: the budget counts it
         probe_start = time.perf_counter()
-        steps = steps_per_round(tr, batches, lambda: measure_steps_per_second(cfg, tokenizer.vocab_size, train_ds))
+        steps = steps_per_round(tr, batches, lambda: measure_steps_per_second(cfg, tokenizer.vocab_size, train_ds,
+                                                                                 controls))
         probe_seconds = time.perf_counter() - probe_start
         compile_model(model, build_optimizer(cfg, steps, budget=budget is not None))
         derived = DerivedMetrics(tokens_per_step=tr.batch_size * tr.seq_len)
@@ -257,7 +263,7 @@ def train(cfg: Any, callbacks: Sequence[keras.callbacks.Callback] = (), parent_r
         fit_seconds = time.perf_counter() - fit_start
         budget_used = budget.used_minutes() if budget else None
         mlflow.set_tag("stopped_by", stopped_by(fit_list))
-        model = plain_model(cfg, model, tokenizer.vocab_size)
+        model = plain_model(cfg, model, tokenizer.vocab_size, controls)
 
         eval_start = time.perf_counter()
         metrics, test_nll = evaluate_test(model, scorer, streams["test"], chars["test"], tr.seq_len, tr.batch_size,

@@ -308,6 +308,16 @@ def bundle_conditions(cfg: Any, tokenizer: Any) -> Conditions:
     return Conditions.from_tokens(fields_of(cfg), tokens, features)
 
 
+def control_fields(tokenizer: Any) -> list[tuple[int, str]]:
+    """(id, field) of each control token the tokenizer has as a single token."""
+    out = []
+    for token in getattr(tokenizer, "control_tokens", list)():
+        ids = tokenizer.encode(token)
+        if len(ids) == 1:
+            out.append((int(ids[0]), CONTROL_PATTERN.fullmatch(token).group(1)))
+    return out
+
+
 def conditioned_songs(cfg: Any, tokenizer: Any, rows: Sequence[Mapping[str, Any]], lyrics: Sequence[str]) -> list[str]:
     """Songs (e.g. of another CSV) as a trained model reads them: each with its control prefix."""
     cond = bundle_conditions(cfg, tokenizer)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from lyricslab.runtime import quiet_tensorflow
 
@@ -10,21 +10,29 @@ quiet_tensorflow()  # before keras: TensorFlow's start-up lines stay off the con
 import keras  # noqa: E402
 import keras_hub  # noqa: E402
 
+from lyricslab.control_inputs import add_controls  # noqa: E402
+
 
 RNN_CELLS = {"simple_rnn": keras.layers.SimpleRNN, "lstm": keras.layers.LSTM, "gru": keras.layers.GRU}
 
 
-def build_rnn(cfg: Any, vocab_size: int, stateful_batch: int | None = None) -> keras.Model:
-    """Embedding -> stacked RNN layers -> (projection if tied) -> logits.
+def build_rnn(cfg: Any, vocab_size: int, stateful_batch: int | None = None,
+              controls: Sequence[tuple[int, str]] = ()) -> keras.Model:
+    """Embedding (+ the controls in force) -> stacked RNN layers -> (projection if tied) -> logits.
 
     `stateful_batch`: a model for carried-state training (`trainer.carry_state`): its RNN layers keep
     their final state as the next batch's initial state, which needs that fixed batch size. Its
     weights are the same list as the plain model's, so the plain one takes them after training.
+    `controls`: the tokenizer's control tokens as (id, field) pairs; with `conditioning.every_step`
+    every step also reads the ones in force (lyricslab.control_inputs).
     """
     m, emb, drop = cfg.model, cfg.embedding, cfg.dropout
     tokens = keras.Input(shape=(None,), batch_size=stateful_batch, dtype="int32", name="tokens")
     embedding = keras_hub.layers.ReversibleEmbedding(vocab_size, emb.dim, tie_weights=emb.tied, name="embedding")
-    x = keras.layers.Dropout(drop.rate, name="embedding_dropout")(embedding(tokens))
+    x = embedding(tokens)
+    if controls and (cfg.get("conditioning") or {}).get("every_step", False):
+        x = add_controls(tokens, x, vocab_size, controls, stateful_batch)
+    x = keras.layers.Dropout(drop.rate, name="embedding_dropout")(x)
     for i in range(m.layers):
         x = RNN_CELLS[m.cell](m.units, return_sequences=True, recurrent_dropout=drop.recurrent,
                               stateful=stateful_batch is not None, name=f"{m.cell}_{i}")(x)
