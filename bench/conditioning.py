@@ -1,7 +1,8 @@
-"""Does conditioning work? The real-data LSTM recipe (`experiment=lyrics_lstm`), trained with a `<tag:...>` control token before every song
-(`conditioning.fields=[tag]`) on the dev corpus (784 real Genius songs, English ones kept), then
-each tag's test songs are scored with full context, prompted once with their own tag and once with
-each wrong tag. Conditioning works when a song's own tag gives it the lowest bits/char: the check
+"""Does conditioning work? The real-data LSTM recipe (`experiment=lyrics_lstm`), trained with a `<tag:...>` control token
+before every song and after every line break (`conditioning.fields=[tag]`, `repeat: line`), which
+the LSTM also reads at every step (`every_step: true`), on the dev corpus (784 real Genius songs,
+English ones kept); then each tag's test songs are scored with full context, prompted once with
+their own tag and once with each wrong tag. Conditioning works when a song's own tag gives it the lowest bits/char: the check
 for each tag is the share of wrong tags that score that tag's songs worse than its own tag does
 (target: all of them).
 
@@ -9,8 +10,8 @@ The control token is given, not predicted, so it is neither scored nor counted a
 (as in every lyricslab bits/char): the numbers compare the same lyrics under different prompts.
 Songs of a tag are scored as one stream, so a song's context is the songs of its own tag before
 it, each behind the prompted tag; the figures list every tag's own, mean-wrong and best-wrong
-bits/char and its test song count. A tag with few test songs (country has about two) gives a
-noisy figure. `--quick` trains a tiny model on the demo corpus for a few steps: it checks the code
+bits/char and its test song count. A tag with few test songs (country has one) gives a noisy
+figure. `--quick` trains a tiny model on the demo corpus for a few steps: it checks the code
 path, not the effect.
 """
 
