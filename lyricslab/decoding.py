@@ -21,7 +21,7 @@ import keras  # noqa: E402
 import keras_hub  # noqa: E402
 from keras import ops  # noqa: E402
 
-from lyricslab.control_inputs import ControlPath  # noqa: E402
+from lyricslab.control_inputs import ControlPath, recurrent_stack  # noqa: E402
 
 
 class RNNCache:
@@ -30,8 +30,7 @@ class RNNCache:
     def __init__(self, model: keras.Model):
         self.embedding = model.get_layer("embedding")
         self.controls = ControlPath.of(model)  # conditioning.every_step: its state comes first in the cache
-        self.cells = [layer.cell for layer in model.layers
-                      if isinstance(layer, keras.layers.RNN) and (self.controls is None or layer is not self.controls.layer)]
+        self.cells = [layer.cell for layer in recurrent_stack(model)]
         names = {layer.name for layer in model.layers}
         self.projection = model.get_layer("projection") if "projection" in names else None
         self.state_counts = [len(c.state_size) if isinstance(c.state_size, (list, tuple)) else 1 for c in self.cells]

@@ -24,7 +24,7 @@ quiet_tensorflow()  # before keras: TensorFlow's start-up lines stay off the con
 import keras  # noqa: E402
 import numpy as np
 
-from lyricslab.control_inputs import ControlPath  # noqa: E402
+from lyricslab.control_inputs import ControlPath, recurrent_stack  # noqa: E402
 from lyricslab.windows import Windows, parallel_streams, sliding_windows
 
 LN2 = math.log(2.0)
@@ -153,8 +153,7 @@ class CarriedStateScorer:
         self.projection = model.get_layer("projection") if "projection" in names else None
         self.controls = ControlPath.of(model)  # conditioning.every_step: its state comes first
         self.control_twin = self.controls.twin() if self.controls is not None else None
-        self.layers = [layer for layer in model.layers if isinstance(layer, keras.layers.RNN)
-                       and (self.controls is None or layer is not self.controls.layer)]
+        self.layers = recurrent_stack(model)
         self.twins = []
         for layer in self.layers:
             twin = type(layer).from_config({**layer.get_config(), "return_state": True, "stateful": False,
