@@ -6,6 +6,7 @@ import csv
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -37,6 +38,24 @@ def store(tmp_path: Path) -> list[str]:
     """Overrides that send runs and caches into this test's temporary folder."""
     return [f"tracking.uri=sqlite:///{tmp_path}/mlruns/mlflow.db", f"tracking.artifact_root={tmp_path}/mlruns/artifacts",
             f"data.cache_dir={tmp_path}/cache"]
+
+
+def sharpen(model) -> None:
+    """Scale a tiny model's matrices by 3, so that context visibly changes its scores (at initialisation
+    it barely does), while keeping every SimpleRNN recurrence contractive (spectral radius 0.9).
+
+    A tanh recurrence with gain above 1 is chaotic: the last-bit rounding differences between two
+    correct kernels (oneDNN's and Eigen's summation order, or a twin layer's graph) then grow
+    exponentially, by 2-4% of the NLL over 200 steps (issue 22). LSTM and GRU gates keep theirs bounded.
+    """
+    import keras
+
+    model.set_weights([w * 3 if w.ndim > 1 else w for w in model.get_weights()])
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.SimpleRNN):
+            recurrent = layer.cell.recurrent_kernel
+            radius = float(np.abs(np.linalg.eigvals(np.asarray(recurrent, np.float64))).max())
+            recurrent.assign(np.asarray(recurrent) * (0.9 / radius))
 
 
 def tiny(model: str = "lstm") -> list[str]:

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import compose, tiny
+from conftest import compose, sharpen, tiny
 from lyricslab.evaluation import CarriedStateScorer, SlidingWindowScorer, full_context_scorer, score_windows
 from lyricslab.models import build_model
 from lyricslab.windows import make_windows, parallel_streams, sliding_windows, with_start
@@ -42,7 +42,7 @@ def tiny_model(name: str, *overrides: str) -> tuple[keras.Model, object]:
     cfg = compose([*tiny(name), *overrides])
     keras.utils.set_random_seed(0)
     model = build_model(cfg, VOCAB)
-    model.set_weights([w * 3 if w.ndim > 1 else w for w in model.get_weights()])
+    sharpen(model)
     return model, cfg
 
 
