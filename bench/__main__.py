@@ -11,7 +11,9 @@ bench/out/quick/, and `python -m bench --quick report` writes bench/out/quick/BE
 import os
 import sys
 
-from bench.sweep import PARTS as SWEEP_PARTS  # light: bench.sweep imports TensorFlow only inside its parts
+from bench.sweep import (
+    PARTS as SWEEP_PARTS,  # light: bench.sweep imports TensorFlow only inside its parts
+)
 
 NAMES = ["ingest", "throughput", "mfu", "generation", "sweep", "conditioning", "lora", "quality"]
 PARTS = {"sweep": SWEEP_PARTS, "quality": ("compare", "recipe")}  # benchmarks made of parts that can run alone

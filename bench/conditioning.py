@@ -55,8 +55,13 @@ def compose(extra: list[str]):
 
 def tag_matrix(bundle, rows: list[dict]) -> dict[str, dict[str, float]]:
     """bpc[song tag][prompted tag]: each tag's test songs, full context, behind every known tag."""
-    from lyricslab.data.conditioning import bundle_conditions, control, repeat_of, with_prefix
-    from lyricslab.evaluation import full_context_scorer
+    from lyricslab.data.conditioning import (
+        bundle_conditions,
+        control,
+        repeat_of,
+        with_prefix,
+    )
+    from lyricslab.scoring.scorers import full_context_scorer
 
     known = bundle_conditions(bundle.cfg, bundle.tokenizer).known["tag"]
     repeat = repeat_of(bundle.cfg)  # the prompted tag goes where training put the song's own
@@ -74,9 +79,9 @@ def tag_matrix(bundle, rows: list[dict]) -> dict[str, dict[str, float]]:
 def run() -> dict:
     import mlflow
 
-    from lyricslab.bundle import load_run
     from lyricslab.data import load_splits
-    from lyricslab.train import train
+    from lyricslab.tracking.bundle import load_run
+    from lyricslab.training.train import train
 
     cfg = compose(overrides())
     metrics = train(cfg)

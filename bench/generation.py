@@ -8,7 +8,7 @@ weights.
 Each speed-up compares like with like, in two pairings:
 - **compiled**: the whole sampling loop in one `tf.function` with the same keras_hub
   `RandomSampler` on both sides; only the step differs. The incremental graph is the one
-  `lyricslab.generation.generate_ids` builds (prefill, then the sampler over the cache's step).
+  `lyricslab.sampling.generation.generate_ids` builds (prefill, then the sampler over the cache's step).
 - **Python loop**: one `tf.function` call per token on both sides, sampling in NumPy between
   calls.
 
@@ -117,10 +117,10 @@ def run() -> dict:
     from omegaconf import OmegaConf
 
     from bench.throughput import compose
-    from lyricslab.decoding import make_cache, make_sampler
-    from lyricslab.generation import generate_ids, generate_naive, prompt_ids
     from lyricslab.models import build_model
-    from lyricslab.tokenizers import train_tokenizer
+    from lyricslab.models.decoding import make_cache, make_sampler
+    from lyricslab.sampling.generation import generate_ids, generate_naive, prompt_ids
+    from lyricslab.text.factory import train_tokenizer
 
     tokens, rounds = (80, 2) if quick() else (400, 3)
     tok = train_tokenizer(OmegaConf.create({"kind": "char"}), ["[verse]\nthe quick brown fox\n[chorus]\nla la"])

@@ -42,7 +42,7 @@ def preset() -> Path:
         return Path(given).resolve()
     folder = out_dir() / "cache" / "tiny-gpt2"
     if not (folder / "config.json").exists():
-        from lyricslab.presets import build_tiny_gpt2
+        from lyricslab.hub.presets import build_tiny_gpt2
 
         build_tiny_gpt2(folder)
     return folder.resolve()
@@ -59,8 +59,8 @@ def measure_side(side: str, preset_dir: str) -> dict:
 
     from bench.throughput import compose
     from lyricslab.models import build_model
-    from lyricslab.preset_tokenizers import GPT2BPETokenizer
-    from lyricslab.train import compile_model, configure_runtime
+    from lyricslab.text.preset_tokenizers import GPT2BPETokenizer
+    from lyricslab.training.train import compile_model, configure_runtime
 
     batch, seq_len, steps = shapes()
     cfg = compose(["model=gpt2_lora", f"model.preset={preset_dir}", f"trainer.seq_len={seq_len}", *SIDES[side]])

@@ -3,7 +3,7 @@ training FLOP/s divided by the FLOP/s that one large float32 `tf.matmul` (2048³
 this machine in the same run, measured before and after the models (the higher of the two is
 the denominator). A datasheet peak for these vCPUs would be higher, and the MFU lower.
 
-Model FLOPs are counted analytically by lyricslab.flops, the formula train() logs `mfu` with:
+Model FLOPs are counted analytically by lyricslab.training.flops, the formula train() logs `mfu` with:
 matmuls only, training = 3 × forward. The output head is `2·d·V`, LSTM gates are
 `2·4·u·(in+u)`, and the transformer counts its projections, FFN and `4·T·w` for attention.
 The default LSTM and transformer are measured at two vocabularies: the
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from bench.common import Target, check, quick, record, timed
 from bench.throughput import pair, steps
-from lyricslab.flops import training_flops_per_token
+from lyricslab.training.flops import training_flops_per_token
 
 WORD_VOCAB = 8000  # tokenizer=word default vocab_size
 TARGET_MFU = Target(">=", 0.45, "%")  # training FLOP/s ÷ measured matmul peak, for real-data recipes
@@ -41,7 +41,7 @@ def default_vocab() -> tuple[str, int]:
     from bench.common import out_dir
     from bench.throughput import compose
     from lyricslab.data.prepare import load_splits
-    from lyricslab.tokenizers import train_tokenizer
+    from lyricslab.text.factory import train_tokenizer
 
     cfg = compose([])
     splits = load_splits(cfg.data, cfg.data_size.songs, cache_dir=out_dir() / "cache")

@@ -63,7 +63,7 @@ def compose(overrides: list[str]):
 
 def train_variant(overrides: list[str], minutes: float, store: Path) -> tuple[dict, str]:
     """Train one variant under `minutes` of budget; its metrics and MLflow run id."""
-    from lyricslab.train import train
+    from lyricslab.training.train import train
 
     data = ["data=demo", "data_size=small", *TINY] if quick() else [f"data.path={DEV_CSV}"]
     cfg = compose([*overrides, *data, f"trainer.budget_minutes={minutes}", "trainer.verbose=2",

@@ -201,7 +201,7 @@ def memory() -> dict:
     args = sweep_args("memory", n, "none", [*SMALL, "trainer.epochs=2", "trainer.steps_per_epoch=5"])
     spec = sweep.load(*[sweep.parse_args(args)[i] for i in (0, 3, 4)])
     study = sweep.open_study(spec)
-    from lyricslab.sweeps import report as sweep_report
+    from lyricslab.sweeps import parent_run as sweep_report
 
     parent = sweep_report.ensure_parent(study, spec, sweep.compose_trial(spec, {}).tracking)
     sweep.run_worker(spec, study, parent, callbacks=[after_trial])

@@ -165,7 +165,12 @@ def load() -> dict | None:
     Caveat: every worker, both servers and the benchmark share this machine's cores, so trials per
     minute measures the whole setup on one host, not what the servers could take from many hosts.
     """
-    from bench.services import ROOT, ServicesError, missing_requirement, throwaway_services
+    from bench.services import (
+        ROOT,
+        ServicesError,
+        missing_requirement,
+        throwaway_services,
+    )
 
     reason = missing_requirement()
     if reason:

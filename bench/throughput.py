@@ -78,10 +78,10 @@ def batches(cfg, vocab: int, steps: int):
 
 def pair(model_name: str, vocab: int = VOCAB, extra=()):
     """(our model compiled as train() does, the plain one, their datasets, tokens per epoch)."""
-    from lyricslab.callbacks import DerivedMetrics
     from lyricslab.models import build_model
-    from lyricslab.optim import build_optimizer
-    from lyricslab.train import compile_model
+    from lyricslab.training.callbacks import DerivedMetrics
+    from lyricslab.training.optim import build_optimizer
+    from lyricslab.training.train import compile_model
 
     cfg = compose([f"model={model_name}", *extra])
     keras.utils.set_random_seed(0)

@@ -89,14 +89,14 @@ def evaluate(bundle: Any, songs: list[str], with_samples: bool = True,
     `rows` (one dict per song: tag, artist, year, language, ...) give a conditioned model its control
     tokens and the per-tag and per-language bits/char (`bpc_tag_rap`, ...).
     """
-    from lyricslab.breakdown import bpc_by_group, columns_of, scorer_for
     from lyricslab.data.conditioning import conditioned_songs
-    from lyricslab.evaluation import full_context_scorer
-    from lyricslab.ngram import baseline_bpc
+    from lyricslab.scoring.breakdown import bpc_by_group, columns_of, scorer_for
+    from lyricslab.scoring.ngram import baseline_bpc
+    from lyricslab.scoring.scorers import full_context_scorer
 
     notes: list[str] = []
     if bundle.cfg.model.family == "bert":  # a masked LM: masked-token accuracy and macro P/R/F1, no bits/char
-        from lyricslab.masked_lm import evaluate_songs
+        from lyricslab.training.masked_lm import evaluate_songs
 
         return evaluate_songs(bundle, songs), ["a masked LM (model=bert_mlm): masked-token metrics, no bits/char"]
     texts = conditioned_songs(bundle.cfg, bundle.tokenizer, rows, songs) if rows is not None else songs
@@ -109,9 +109,9 @@ def evaluate(bundle: Any, songs: list[str], with_samples: bool = True,
     if bundle.song_cache is not None and scores.token_nll is not None:  # the run's fitted weights, as in training
         import numpy as np
 
-        from lyricslab.song_cache import cache_features
-        from lyricslab.tokenizers import EOS_ID
-        from lyricslab.windows import with_start
+        from lyricslab.scoring.song_cache import cache_features
+        from lyricslab.text.tokenizers import EOS_ID
+        from lyricslab.text.windows import with_start
 
         features = cache_features(with_start(stream), EOS_ID, bundle.song_cache.max_context)
         metrics["bpc_song_cache"] = bundle.song_cache.bits(np.exp(-scores.token_nll), features) / max(chars, 1)
@@ -130,8 +130,8 @@ def evaluate(bundle: Any, songs: list[str], with_samples: bool = True,
         if "bpc_song_cache" in metrics:
             metrics["bpc_song_cache_vs_baseline"] = metrics["bpc_song_cache"] / base
     if with_samples:
-        from lyricslab.generation import write_samples
-        from lyricslab.lyric_metrics import sample_metrics
+        from lyricslab.sampling.generation import write_samples
+        from lyricslab.scoring.lyric_metrics import sample_metrics
 
         with tempfile.TemporaryDirectory() as tmp:
             samples = write_samples(bundle.model, bundle.tokenizer, bundle.cfg, Path(tmp) / "samples.txt")
@@ -143,7 +143,7 @@ def run_id_of(opts: dict[str, Any]) -> str | None:
     """The MLflow run to log to: given, the sweep's best, or the registered version's source run."""
     import mlflow
 
-    from lyricslab.bundle import sweep_best_run
+    from lyricslab.tracking.bundle import sweep_best_run
 
     if opts.get("run_id"):
         return opts["run_id"]
@@ -175,7 +175,7 @@ def table(metrics: dict[str, float], name: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lyricslab.tracking_server import TrackingServerError, check_reachable
+    from lyricslab.tracking.server import TrackingServerError, check_reachable
 
     try:
         opts = parse_args(sys.argv[1:] if argv is None else argv)
@@ -186,8 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow
 
-    from lyricslab.bundle import BundleError, load_source
     from lyricslab.data import DataError
+    from lyricslab.tracking.bundle import BundleError, load_source
 
     mlflow.set_tracking_uri(opts["tracking_uri"])
     try:

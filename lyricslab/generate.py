@@ -83,7 +83,7 @@ def start_text(structure: str, prompt: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lyricslab.tracking_server import TrackingServerError, check_reachable
+    from lyricslab.tracking.server import TrackingServerError, check_reachable
 
     try:
         opts = parse_args(sys.argv[1:] if argv is None else argv)
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     import mlflow
     from tqdm.auto import tqdm
 
-    from lyricslab.bundle import BundleError, load_source
+    from lyricslab.tracking.bundle import BundleError, load_source
 
     mlflow.set_tracking_uri(opts["tracking_uri"])
     try:
@@ -104,7 +104,12 @@ def main(argv: list[str] | None = None) -> int:
     except BundleError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from lyricslab.data.conditioning import ConditionError, bundle_conditions, repeat_of, with_prefix
+    from lyricslab.data.conditioning import (
+        ConditionError,
+        bundle_conditions,
+        repeat_of,
+        with_prefix,
+    )
 
     request = {key: opts[key] for key in CONDITIONS if opts.get(key)}
     try:  # control tokens for genre=/year=/artist=...; an unknown value lists the known ones
@@ -112,12 +117,14 @@ def main(argv: list[str] | None = None) -> int:
     except ConditionError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from lyricslab.decoding import make_cache  # Keras: imported once there is a model, so a wrong id fails fast
-    from lyricslab.generation import generate, unescape_prompt
+    from lyricslab.models.decoding import (
+        make_cache,  # Keras: imported once there is a model, so a wrong id fails fast
+    )
+    from lyricslab.sampling.generation import generate, unescape_prompt
 
     masked = bundle.cfg.model.family == "bert"
     if masked:  # a masked LM writes by filling [MASK]s left to right: a full pass per token, much slower
-        from lyricslab.masked_lm import generate
+        from lyricslab.training.masked_lm import generate
     cache = None if masked else make_cache(bundle.model)
     # repeat=line: the controls also follow each line break of the prompt, and of the song as it is written.
     repeat = repeat_of(bundle.cfg)

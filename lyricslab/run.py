@@ -1,6 +1,6 @@
 """Train one model: `python -m lyricslab.run model=lstm [any Hydra override]`.
 
-A thin Hydra main around `lyricslab.train.train`. TensorFlow is imported only once training
+A thin Hydra main around `lyricslab.training.train.train`. TensorFlow is imported only once training
 really starts, so `--help` and `--cfg job` answer instantly.
 """
 
@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+from lyricslab.config import paths
+from lyricslab.config.runtime import quiet_tensorflow
+
+CONF_DIR = str(paths.CONF_DIR)
 # The names MLflow logs them under; best_val_bpc is the restored epoch's (full-context) val bits/char.
 KEY_METRICS = ["best_val_bpc", "test_bpc", "baseline_ngram_test_bpc", "test_bpc_vs_baseline", "test_bpc_windowed",
                "test_bpc_song_cache", "baseline_ngram_test_song_cache_bpc", "test_bpc_song_cache_vs_baseline",
@@ -42,7 +44,7 @@ def print_summary(metrics: dict[str, float], cfg: DictConfig) -> None:
             print(sample.split("\n=== ")[0][:800])
         except Exception:  # the summary must never fail a finished training
             pass
-    from lyricslab.tracking import ui_hint
+    from lyricslab.tracking.runs import ui_hint
 
     print("\n" + ui_hint(str(cfg.tracking.uri), run.info.experiment_id if run is not None else None))
 
@@ -71,10 +73,11 @@ def compose_error(overrides: list[str]) -> str | None:
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
-    from lyricslab.budget import TrainerConfigError, check_trainer
-    from lyricslab.config_checks import ConfigError, check_config
+    quiet_tensorflow()  # before anything imports keras: TensorFlow's start-up lines stay off the console
     from lyricslab.data import DataError
     from lyricslab.data.prepare import load_splits, resolve_path
+    from lyricslab.training.budget import TrainerConfigError, check_trainer
+    from lyricslab.training.checks import ConfigError, check_config
 
     try:
         check_config(cfg)  # a value no training can use (epochs=-1, seq_len=0) fails before TensorFlow loads
@@ -83,7 +86,7 @@ def main(cfg: DictConfig) -> float:
         # And an unreadable or empty data file: prepared (and cached for train) before TensorFlow loads,
         # so the error is quick and the process never has to shut TensorFlow down after it.
         load_splits(cfg.data, cfg.data_size.songs)
-        from lyricslab.train import train
+        from lyricslab.training.train import train
 
         metrics = train(cfg)
     except (ConfigError, TrainerConfigError, DataError) as err:  # bad input: one line that says how to fix it

@@ -177,11 +177,11 @@ def objective_factory(spec, parent_run_id: str, worker: int = 0, deadline=None):
     from optuna_integration.keras import KerasPruningCallback
 
     from lyricslab.sweeps.objectives import value as objective_value
-    from lyricslab.sweeps.report import RUN_ATTR, close_orphan_runs
+    from lyricslab.sweeps.parent_run import RUN_ATTR, close_orphan_runs
     from lyricslab.sweeps.space import sample
     from lyricslab.sweeps.warm_start import WARM_ATTR
     from lyricslab.sweeps.workers import record_worker
-    from lyricslab.train import train
+    from lyricslab.training.train import train
 
     monitor = spec.objectives[0].per_epoch  # val_nll for a best_val_nll objective
 
@@ -272,9 +272,9 @@ def run_worker(spec, study, parent_run_id: str, callbacks=(), worker: int = 0) -
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
 
-    from lyricslab.sweeps.budget import BudgetedStudy, BudgetSpent
     from lyricslab.sweeps.deadline import SweepDeadline
     from lyricslab.sweeps.storage import trials_lock_path
+    from lyricslab.sweeps.trial_count import BudgetedStudy, BudgetSpent
     from lyricslab.sweeps.workers import fail_dead_worker_trials
 
     counted = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -314,7 +314,7 @@ def run_worker(spec, study, parent_run_id: str, callbacks=(), worker: int = 0) -
 
 
 def summary(study, spec) -> None:
-    from lyricslab.sweeps.report import best_trials
+    from lyricslab.sweeps.parent_run import best_trials
 
     states = [t.state.name for t in study.trials]
     print("\n" + "=" * 72)
@@ -346,9 +346,9 @@ def main(argv: list[str] | None = None) -> int:
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
-    from lyricslab import tracking
-    from lyricslab.sweeps import report
+    from lyricslab.sweeps import parent_run as report
     from lyricslab.sweeps.workers import Supervisor, fail_dead_worker_trials
+    from lyricslab.tracking import runs as tracking
 
     try:
         study = open_study(spec, worker or 0)
@@ -423,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Re-run the best config: python -m lyricslab.run -cp {folder} -cn best_config")
     import mlflow
 
-    from lyricslab.tracking import ui_hint
+    from lyricslab.tracking.runs import ui_hint
 
     print(ui_hint(str(base_cfg.tracking.uri), mlflow.get_run(parent).info.experiment_id))
     return 130 if interrupted else (1 if guard.message else 0)

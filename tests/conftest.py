@@ -9,10 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lyricslab.config.paths import CONF_DIR
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
+CONF = CONF_DIR
 DEV_CSV = ROOT.parent / "shared" / "data" / "lyrics_dev.csv"
 COLUMNS = ["title", "tag", "artist", "year", "views", "features", "lyrics", "id",
            "language_cld3", "language_ft", "language"]

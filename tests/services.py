@@ -13,7 +13,13 @@ import os
 
 import pytest
 
-from bench.services import Services, ServicesError, free_port, missing_requirement, throwaway_services
+from bench.services import (
+    Services,
+    ServicesError,
+    free_port,
+    missing_requirement,
+    throwaway_services,
+)
 
 __all__ = ["Services", "free_port", "services"]
 

@@ -8,8 +8,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from conftest import COLUMNS, ROOT, compose, song, write_csv
+
 from lyricslab.data import DataError, load_splits
 
 

@@ -7,7 +7,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-
 from conftest import TINY, compose
 
 BERT_TINY = [o for o in TINY if not o.startswith(("model.layers", "embedding"))]
@@ -15,7 +14,7 @@ BERT_TINY = [o for o in TINY if not o.startswith(("model.layers", "embedding"))]
 
 @pytest.fixture(scope="module")
 def preset(tmp_path_factory) -> Path:
-    from lyricslab.presets import build_tiny_bert
+    from lyricslab.hub.presets import build_tiny_bert
 
     return build_tiny_bert(tmp_path_factory.mktemp("presets") / "tiny-bert", vocab_size=400, context=64)
 
@@ -25,7 +24,7 @@ def fake_tok():
 
 
 def test_masked_set_masks_only_text_tokens_and_is_reproducible():
-    from lyricslab.masked_lm import MaskedSet, pack_rows
+    from lyricslab.training.masked_lm import MaskedSet, pack_rows
 
     stream = np.random.default_rng(0).integers(5, 50, size=3000).astype(np.int32)
     rows = pack_rows(stream, 32, fake_tok())
@@ -43,7 +42,7 @@ def test_masked_set_masks_only_text_tokens_and_is_reproducible():
 def test_masked_metrics_are_accuracy_and_macro_prf_over_the_masked_tokens():
     from sklearn.metrics import precision_recall_fscore_support
 
-    from lyricslab.masked_lm import MaskedSet, masked_scores, pack_rows
+    from lyricslab.training.masked_lm import MaskedSet, masked_scores, pack_rows
 
     rows = pack_rows(np.random.default_rng(1).integers(5, 12, size=600).astype(np.int32), 16, fake_tok())
     data = MaskedSet(rows, fake_tok(), 0.3)
@@ -72,7 +71,7 @@ def test_masked_metrics_are_accuracy_and_macro_prf_over_the_masked_tokens():
 def trained_bert(preset, tmp_path_factory):
     import mlflow
 
-    from lyricslab.train import train
+    from lyricslab.training.train import train
 
     tmp = tmp_path_factory.mktemp("bertrun")
     store = [f"tracking.uri=sqlite:///{tmp}/mlruns/mlflow.db", f"tracking.artifact_root={tmp}/mlruns/artifacts",
@@ -85,9 +84,9 @@ def trained_bert(preset, tmp_path_factory):
 def test_bert_run_reports_masked_metrics_and_reproduces_them_from_the_bundle(trained_bert):
     import mlflow
 
-    from lyricslab.bundle import load_run
     from lyricslab.data import load_splits
-    from lyricslab.masked_lm import evaluate_songs
+    from lyricslab.tracking.bundle import load_run
+    from lyricslab.training.masked_lm import evaluate_songs
 
     run_id, uri, metrics, cfg = trained_bert
     for key in ("test_masked_accuracy", "test_precision_macro", "test_recall_macro", "test_f1_macro",
@@ -121,7 +120,7 @@ def test_bert_generates_by_mask_filling_and_is_marked_on_the_leaderboard(trained
 
 
 def test_a_missing_bert_preset_says_how_to_get_one(tmp_path):
-    from lyricslab.config_checks import ConfigError, check_config
+    from lyricslab.training.checks import ConfigError, check_config
 
     with pytest.raises(ConfigError) as err:
         check_config(compose(["model=bert_mlm", f"model.preset={tmp_path}/none"]))

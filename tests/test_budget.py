@@ -11,18 +11,32 @@ import keras
 import mlflow
 import numpy as np
 import pytest
-
 from conftest import ROOT, compose, tiny
-from lyricslab.budget import Budget, TrainerConfigError, check_trainer
-from lyricslab.callbacks import DerivedMetrics, FullContextValidation
-from lyricslab.evaluation import full_context_scorer
-from lyricslab.flops import forward_flops_per_token, matmul_peak, training_flops_per_token, usable_cores
+
 from lyricslab.models import build_model
-from lyricslab.optim import build_optimizer
-from lyricslab.callbacks import ThroughputProbe
-from lyricslab.fitting import configure_runtime
-from lyricslab.train import compile_model, fit_callbacks, measure_steps_per_second, steps_per_round, train
-from lyricslab.windows import make_windows, to_dataset
+from lyricslab.scoring.scorers import full_context_scorer
+from lyricslab.text.windows import make_windows, to_dataset
+from lyricslab.training.budget import Budget, TrainerConfigError, check_trainer
+from lyricslab.training.callbacks import (
+    DerivedMetrics,
+    FullContextValidation,
+    ThroughputProbe,
+)
+from lyricslab.training.fitting import configure_runtime
+from lyricslab.training.flops import (
+    forward_flops_per_token,
+    matmul_peak,
+    training_flops_per_token,
+    usable_cores,
+)
+from lyricslab.training.optim import build_optimizer
+from lyricslab.training.train import (
+    compile_model,
+    fit_callbacks,
+    measure_steps_per_second,
+    steps_per_round,
+    train,
+)
 
 LR = 0.002  # rmsprop's default
 TINY_SMALL = ["embedding=small", "trainer.seq_len=32"]
@@ -203,7 +217,7 @@ def test_round_size_follows_the_cadence_not_the_corpus():
 
 @pytest.mark.parametrize("cadence,steps", [("trainer.eval_every_steps=3", 3), ("trainer.eval_every_minutes=0.05", 6)])
 def test_rounds_of_the_cadence_are_logged_with_round_and_tokens_seen(cadence, steps, store, tmp_path, monkeypatch):
-    monkeypatch.setattr("lyricslab.train.measure_steps_per_second", lambda *args: 2.0)  # 0.05 min = 6 steps
+    monkeypatch.setattr("lyricslab.training.train.measure_steps_per_second", lambda *args: 2.0)  # 0.05 min = 6 steps
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))  # the matmul peak is measured into here
     # steps_per_epoch=4 (TINY) is what a pass-sized round would be; the cadence replaces it.
     metrics = train(compose([*tiny("lstm"), cadence, "trainer.epochs=3", "trainer.patience=10", *store]))
@@ -307,7 +321,7 @@ def test_the_matmul_peak_is_measured_once_per_machine_and_dtype(tmp_path, monkey
         measured.append(dtype)
         return 1e11
 
-    monkeypatch.setattr("lyricslab.flops.measure_matmul_peak", fake_measure)
+    monkeypatch.setattr("lyricslab.training.flops.measure_matmul_peak", fake_measure)
     path = tmp_path / "peak.json"
     assert matmul_peak("float32", path) == matmul_peak("float32", path) == 1e11
     assert matmul_peak("bf16", path) == 1e11

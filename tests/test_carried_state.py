@@ -5,13 +5,12 @@ import keras
 import mlflow
 import numpy as np
 import pytest
-
 from conftest import compose, tiny
-from lyricslab.callbacks import ResetStatesEachPass
-from lyricslab.config_checks import ConfigError, check_config
-from lyricslab.models import build_model
-from lyricslab.train import build_training_model, plain_model, train
-from lyricslab.windows import carried_batches, to_dataset
+
+from lyricslab.text.windows import carried_batches, to_dataset
+from lyricslab.training.callbacks import ResetStatesEachPass
+from lyricslab.training.checks import ConfigError, check_config
+from lyricslab.training.train import build_training_model, plain_model, train
 
 VOCAB = 20
 
@@ -88,7 +87,7 @@ def test_carried_state_run_trains_scores_and_saves_a_plain_model(store, tmp_path
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
     run = mlflow.search_runs(experiment_names=["lyricslab"], output_format="list")[0]
     assert run.data.params["trainer.carry_state"] == "True"
-    from lyricslab.bundle import load_source
+    from lyricslab.tracking.bundle import load_source
 
     model = load_source(run_id=run.info.run_id).model  # the tracking URI set above
     assert not model.get_layer("lstm_0").stateful

@@ -7,14 +7,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import compose, song, tiny, write_csv
 from omegaconf import OmegaConf
 
-from conftest import compose, song, tiny, write_csv
-from lyricslab.data.conditioning import (ConditionError, Conditions, condition_splits, fields_of, repeat_of,
-                                         strip_controls, with_prefix)
-from lyricslab.evaluation import Scores
-from lyricslab.tokenizers import load_tokenizer, train_tokenizer
-from lyricslab.windows import Windows
+from lyricslab.data.conditioning import (
+    ConditionError,
+    Conditions,
+    condition_splits,
+    fields_of,
+    repeat_of,
+    strip_controls,
+    with_prefix,
+)
+from lyricslab.scoring.scorers import Scores
+from lyricslab.text.factory import load_tokenizer, train_tokenizer
+from lyricslab.text.windows import Windows
 
 TRAIN = ["<tag:rap><decade:1990s><artist:Lil Compass>[verse]\nCorner store lights and a borrowed pen\n[chorus]\nyo",
          "<tag:pop><decade:2010s><artist:other>[verse]\nGlitter on the pavement, baby blue\n[chorus]\nla la",
@@ -64,8 +71,8 @@ def test_repeat_line_puts_the_prefix_after_every_line_break():
 def test_line_prefix_forces_the_controls_after_a_line_end_and_nowhere_else():
     import tensorflow as tf
 
-    from lyricslab.generation import LinePrefix
-    from lyricslab.tokenizers import EOS_ID
+    from lyricslab.sampling.generation import LinePrefix
+    from lyricslab.text.tokenizers import EOS_ID
 
     tok = train_tokenizer(OmegaConf.create({"kind": "char", "vocab_size": 300, "min_freq": 1}), TRAIN)
     forced = LinePrefix.of(tok, "<tag:rap><decade:1990s>")
@@ -179,7 +186,7 @@ def synthetic_rows() -> list[dict]:
 def conditioned_run(tmp_path_factory):
     import mlflow
 
-    from lyricslab.train import train
+    from lyricslab.training.train import train
 
     root = tmp_path_factory.mktemp("cond")
     csv = write_csv(root / "songs.csv", synthetic_rows())
@@ -195,7 +202,7 @@ def conditioned_run(tmp_path_factory):
 def next_token_probs(bundle, text: str) -> np.ndarray:
     import keras
 
-    from lyricslab.generation import prompt_ids
+    from lyricslab.sampling.generation import prompt_ids
 
     ids = prompt_ids(bundle.tokenizer, text)[None, :]
     return np.asarray(keras.ops.softmax(bundle.model(ids, training=False)[0, -1]))
@@ -204,7 +211,7 @@ def next_token_probs(bundle, text: str) -> np.ndarray:
 def test_conditioning_changes_the_next_token_distribution(conditioned_run):
     import mlflow
 
-    from lyricslab.bundle import load_run
+    from lyricslab.tracking.bundle import load_run
 
     run_id, uri, _, _ = conditioned_run
     mlflow.set_tracking_uri(uri)
@@ -241,9 +248,9 @@ def test_evaluate_rebuilds_the_prefixes_and_matches_the_test_split(conditioned_r
     config rebuild exactly the control prefixes training used."""
     import mlflow
 
-    from lyricslab.bundle import load_run
     from lyricslab.data import load_splits
     from lyricslab.evaluate import evaluate
+    from lyricslab.tracking.bundle import load_run
 
     run_id, uri, metrics, cfg = conditioned_run
     mlflow.set_tracking_uri(uri)
@@ -275,9 +282,9 @@ def test_generate_takes_a_genre_and_rejects_an_unknown_one(conditioned_run, caps
 def test_generation_writes_the_prefix_after_every_line(conditioned_run):
     import mlflow
 
-    from lyricslab.bundle import load_run
-    from lyricslab.decoding import make_sampler
-    from lyricslab.generation import LinePrefix, generate_ids, prompt_ids
+    from lyricslab.models.decoding import make_sampler
+    from lyricslab.sampling.generation import LinePrefix, generate_ids, prompt_ids
+    from lyricslab.tracking.bundle import load_run
 
     run_id, uri, _, _ = conditioned_run
     mlflow.set_tracking_uri(uri)
@@ -301,7 +308,7 @@ def test_generation_writes_the_prefix_after_every_line(conditioned_run):
     ("data.language=[]", "data.language must be a language code"),
 ])
 def test_bad_conditioning_settings_fail_before_training(override, message):
-    from lyricslab.config_checks import ConfigError, check_config
+    from lyricslab.training.checks import ConfigError, check_config
 
     with pytest.raises(ConfigError, match=message):
         check_config(compose([override]))

@@ -1,9 +1,7 @@
 """Every option of every config group composes, and each option file says what it is."""
 
-from pathlib import Path
 
 import pytest
-
 from conftest import CONF, compose
 
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir())

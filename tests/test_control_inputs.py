@@ -4,13 +4,13 @@ numbers from the full model, incremental decoding, carried-state scoring, statef
 import keras
 import numpy as np
 import pytest
-
 from conftest import compose, tiny
-from lyricslab.decoding import make_cache
-from lyricslab.evaluation import CarriedStateScorer
+
 from lyricslab.models import build_model
-from lyricslab.control_inputs import ControlCell, ControlOneHot
-from lyricslab.train import build_training_model, plain_model
+from lyricslab.models.controls import ControlCell, ControlOneHot
+from lyricslab.models.decoding import make_cache
+from lyricslab.scoring.scorers import CarriedStateScorer
+from lyricslab.training.train import build_training_model, plain_model
 
 VOCAB = 20
 CONTROLS = [(10, "tag"), (11, "tag"), (12, "decade"), (13, "decade")]  # (id, field)

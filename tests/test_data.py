@@ -2,18 +2,26 @@
 
 from pathlib import Path
 
-import pytest
-
 import pandas as pd
 import pyarrow as pa
-
+import pytest
 from conftest import DEV_CSV, compose, song, write_csv
+
 from lyricslab.data import DataError, load_splits
 from lyricslab.data.files import open_csv_stream
-from lyricslab.data.genius import READ, Filters, ReadReport, iter_blocks, parse_features, read_songs
-from lyricslab.data.normalize import normalize_lyrics, render_structure_tags, section_tag
-from lyricslab.data.prepare import assign_splits
-
+from lyricslab.data.genius import (
+    READ,
+    Filters,
+    ReadReport,
+    iter_blocks,
+    parse_features,
+    read_songs,
+)
+from lyricslab.data.normalize import (
+    normalize_lyrics,
+    render_structure_tags,
+    section_tag,
+)
 
 FIXTURE = Path(__file__).parent / "fixtures" / "genius_sample.csv"
 

@@ -2,8 +2,8 @@
 
 import pyarrow as pa
 import pytest
-
 from conftest import DEV_CSV, compose, song, write_csv
+
 from lyricslab.data import load_splits
 from lyricslab.data.dedupe import dedupe_keys
 from lyricslab.data.normalize import normalize_lyrics

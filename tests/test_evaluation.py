@@ -5,11 +5,21 @@ import math
 import keras
 import numpy as np
 import pytest
-
 from conftest import compose, sharpen, tiny
-from lyricslab.evaluation import CarriedStateScorer, SlidingWindowScorer, full_context_scorer, score_windows
+
 from lyricslab.models import build_model
-from lyricslab.windows import make_windows, parallel_streams, sliding_windows, with_start
+from lyricslab.scoring.scorers import (
+    CarriedStateScorer,
+    SlidingWindowScorer,
+    full_context_scorer,
+    score_windows,
+)
+from lyricslab.text.windows import (
+    make_windows,
+    parallel_streams,
+    sliding_windows,
+    with_start,
+)
 
 VOCAB = 20
 

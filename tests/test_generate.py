@@ -4,14 +4,14 @@ import re
 
 import numpy as np
 import pytest
+from conftest import compose, tiny
 from omegaconf import OmegaConf
 
-from conftest import compose, tiny
 from lyricslab import compare, generate
-from lyricslab.decoding import make_cache
-from lyricslab.generation import generate as generate_text
 from lyricslab.models import build_model
-from lyricslab.tokenizers import train_tokenizer
+from lyricslab.models.decoding import make_cache
+from lyricslab.sampling.generation import generate as generate_text
+from lyricslab.text.factory import train_tokenizer
 
 
 @pytest.mark.parametrize("model", ["lstm", "gru", "simple_rnn", "transformer"])
@@ -74,8 +74,8 @@ def test_transformer_cache_slides_its_window_past_the_context(context16_transfor
 @pytest.mark.parametrize("stride", [None, 1])
 def test_transformer_generates_past_its_context(context16_transformer, stride):
     """max_tokens=50 from a context-16 transformer gives 50 new tokens, each a function of its window."""
-    from lyricslab.decoding import make_sampler
-    from lyricslab.generation import generate_ids
+    from lyricslab.models.decoding import make_sampler
+    from lyricslab.sampling.generation import generate_ids
 
     net = context16_transformer
     cache = make_cache(net, stride)
@@ -97,7 +97,7 @@ SAMPLES = ['samples.prompts=["[verse]\\n","[chorus]\\nOh"]', "samples.temperatur
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
-    from lyricslab.train import train
+    from lyricslab.training.train import train
 
     root = tmp_path_factory.mktemp("gen")
     store = [f"tracking.uri=sqlite:///{root}/mlruns/mlflow.db", f"tracking.artifact_root={root}/mlruns/art",
@@ -139,7 +139,11 @@ def test_generate_from_a_run_is_deterministic_with_a_seed(trained_run, tmp_path,
 def test_training_logs_lyric_metrics_against_human_text_of_the_same_count_and_length(trained_run):
     """ref_* are the metrics of 4 validation excerpts as long as the (equal-length) samples."""
     from lyricslab.data import load_splits
-    from lyricslab.lyric_metrics import copy_index, lyric_metrics, reference_excerpts
+    from lyricslab.scoring.lyric_metrics import (
+        copy_index,
+        lyric_metrics,
+        reference_excerpts,
+    )
 
     _, _, metrics, cfg = trained_run
     chars = metrics["lyric_metric_chars"]
@@ -155,7 +159,7 @@ def test_training_logs_lyric_metrics_against_human_text_of_the_same_count_and_le
     assert metrics["ref_lines_per_section"] >= 1 and metrics["ref_words_per_line"] > 2
     assert 0 < metrics["distinct_1"] and metrics["words_per_line"] > 0
     # copy_rate on this corpus: 1 for text lifted from the training songs, ~0 for their words shuffled.
-    from lyricslab.lyric_metrics import sample_metrics
+    from lyricslab.scoring.lyric_metrics import sample_metrics
 
     lifted = [splits.train[0][:400], splits.train[1][:400]]
     assert sample_metrics(lifted, splits.train, splits.val)["copy_rate"] == 1.0
@@ -235,9 +239,9 @@ def test_word_tokenizer_generation_decodes_text():
 
 def test_row_temperatures_batch_matches_separate_calls_statistically():
     """A near-zero row temperature must act greedily while a high one stays random, in one batched call."""
-    from lyricslab.generation import generate_at_temperatures
-
     import keras
+
+    from lyricslab.sampling.generation import generate_at_temperatures
 
     keras.utils.set_random_seed(0)
     tok = train_tokenizer(OmegaConf.create({"kind": "char"}), ["[verse]\nabcdefghij klmnop"])
@@ -299,8 +303,8 @@ def test_top_k_1_and_a_tiny_top_p_are_greedy():
     assert generate_text(net, tok, "[verse]\n", max_tokens=20, temperature=1.0, top_p=1e-6, seed=0,
                          stop_at_eos=False) == greedy
     # top_k=2 only ever picks one of the two likeliest tokens, and is not always greedy.
-    from lyricslab.decoding import make_sampler
-    from lyricslab.generation import generate_ids, prompt_ids
+    from lyricslab.models.decoding import make_sampler
+    from lyricslab.sampling.generation import generate_ids, prompt_ids
 
     start = prompt_ids(tok, "[verse]\n")
     rows = generate_ids(net, start, 4, 20, make_sampler("random", 1.0, top_k=2, seed=0), stop_at_eos=False)
@@ -315,7 +319,7 @@ def test_sampling_with_a_trusted_song_cache_continues_what_the_song_repeats():
     keeps singing the refrain its prompt started, at any temperature and seed."""
     import keras
 
-    from lyricslab.song_cache import LENGTH_EDGES, SongCache
+    from lyricslab.scoring.song_cache import LENGTH_EDGES, SongCache
 
     keras.utils.set_random_seed(0)
     tok = char_tokenizer()
@@ -333,8 +337,8 @@ def test_sampling_with_a_trusted_song_cache_continues_what_the_song_repeats():
 def test_beam_search_with_one_beam_is_greedy_and_with_four_beats_sampling():
     import keras
 
-    from lyricslab.decoding import make_sampler
-    from lyricslab.generation import generate_ids
+    from lyricslab.models.decoding import make_sampler
+    from lyricslab.sampling.generation import generate_ids
 
     keras.utils.set_random_seed(0)
     net = build_model(compose(tiny("transformer")), 40)
@@ -350,7 +354,7 @@ def test_beam_search_with_one_beam_is_greedy_and_with_four_beats_sampling():
 
 def eos_biased_lstm(vocab_size: int, eos_probability: float):
     """A tiny LSTM whose next token is <eos> with the given probability at every step, else uniform."""
-    from lyricslab.tokenizers import EOS_ID
+    from lyricslab.text.tokenizers import EOS_ID
 
     net = build_model(compose(tiny("lstm")), vocab_size)
     projection, embedding = net.get_layer("projection"), net.get_layer("embedding")
@@ -364,9 +368,9 @@ def eos_biased_lstm(vocab_size: int, eos_probability: float):
 
 
 def test_a_song_stops_at_end_of_song_and_shows_no_eos():
-    from lyricslab.decoding import make_sampler
-    from lyricslab.generation import generate_ids, prompt_ids
-    from lyricslab.tokenizers import EOS_ID, PAD_ID
+    from lyricslab.models.decoding import make_sampler
+    from lyricslab.sampling.generation import generate_ids, prompt_ids
+    from lyricslab.text.tokenizers import EOS_ID, PAD_ID
 
     tok = char_tokenizer()
     net = eos_biased_lstm(tok.vocab_size, 0.3)
@@ -390,8 +394,8 @@ def test_bf16_models_decode_like_the_full_model(model):
     tokens the naive full-model re-feed picks, up to bf16 rounding; past the context too."""
     import keras
 
-    from lyricslab.decoding import make_sampler
-    from lyricslab.generation import generate_ids
+    from lyricslab.models.decoding import make_sampler
+    from lyricslab.sampling.generation import generate_ids
 
     keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
     try:

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import ROOT, TINY, compose
 
 # TINY without the from-scratch knobs (a preset fixes its own layers and width).
@@ -17,7 +16,7 @@ GPT2_TINY = [o for o in TINY if not o.startswith(("model.layers", "embedding"))]
 
 @pytest.fixture(scope="module")
 def preset(tmp_path_factory) -> Path:
-    from lyricslab.presets import build_tiny_gpt2
+    from lyricslab.hub.presets import build_tiny_gpt2
 
     return build_tiny_gpt2(tmp_path_factory.mktemp("presets") / "tiny-gpt2", vocab_size=600, context=64)
 
@@ -45,9 +44,10 @@ def test_tiny_preset_is_a_real_keras_hub_preset(preset):
 def test_gpt2_tokenizer_is_lossless_and_keeps_lyricslab_special_ids(preset):
     import keras_hub
 
-    from lyricslab.preset_tokenizers import GPT2BPETokenizer
-    from lyricslab.presets import demo_texts
-    from lyricslab.tokenizers import EOS_ID, load_tokenizer
+    from lyricslab.hub.presets import demo_texts
+    from lyricslab.text.factory import load_tokenizer
+    from lyricslab.text.preset_tokenizers import GPT2BPETokenizer
+    from lyricslab.text.tokenizers import EOS_ID
 
     tok = GPT2BPETokenizer.from_preset(preset)
     songs = demo_texts()[:10] + ["Ünïcödé ☃ never seen, [chorus]\n!#\"$"]
@@ -58,7 +58,7 @@ def test_gpt2_tokenizer_is_lossless_and_keeps_lyricslab_special_ids(preset):
     np.testing.assert_array_equal(tok.encode(songs[0]), np.asarray(bpe.tokenize(songs[0])) + 3)  # GPT-2 id + 3
     assert tok.vocab_size == 603
     # Line ends read off the byte-level vocabulary are the ones decoding every id finds (the slow way).
-    from lyricslab.tokenizers import Tokenizer
+    from lyricslab.text.tokenizers import Tokenizer
 
     line_ends = tok.line_end_ids()
     assert sorted(line_ends) == Tokenizer.line_end_ids(tok) and EOS_ID in line_ends and len(line_ends) > 1
@@ -69,7 +69,7 @@ def test_gpt2_tokenizer_is_lossless_and_keeps_lyricslab_special_ids(preset):
 def fit_one_step(model, x, learning_rate=0.05):
     import keras
 
-    from lyricslab.train import compile_model
+    from lyricslab.training.train import compile_model
 
     compile_model(model, keras.optimizers.AdamW(learning_rate))
     model.fit(x[:, :-1], x[:, 1:], epochs=1, batch_size=len(x), verbose=0)
@@ -78,10 +78,10 @@ def fit_one_step(model, x, learning_rate=0.05):
 def test_lora_step_then_save_reloads_with_safe_mode_to_the_same_logits(preset, tmp_path):
     import keras
 
+    from lyricslab.hub.presets import load_backbone
     from lyricslab.models import build_model
     from lyricslab.models.gpt2 import PresetCausalLM
-    from lyricslab.preset_tokenizers import GPT2BPETokenizer
-    from lyricslab.presets import load_backbone
+    from lyricslab.text.preset_tokenizers import GPT2BPETokenizer
 
     keras.utils.set_random_seed(0)
     tok = GPT2BPETokenizer.from_preset(preset)
@@ -109,7 +109,7 @@ def test_lora_step_then_save_reloads_with_safe_mode_to_the_same_logits(preset, t
 
 def test_full_fine_tuning_trains_every_weight(preset):
     from lyricslab.models import build_model
-    from lyricslab.preset_tokenizers import GPT2BPETokenizer
+    from lyricslab.text.preset_tokenizers import GPT2BPETokenizer
 
     tok = GPT2BPETokenizer.from_preset(preset)
     lora = build_model(gpt2_cfg(preset), tok.vocab_size)
@@ -124,7 +124,7 @@ def test_logits_are_gpt2s_softmax_over_lyricslab_ids(preset):
     import keras
 
     from lyricslab.models import build_model
-    from lyricslab.preset_tokenizers import GPT2BPETokenizer
+    from lyricslab.text.preset_tokenizers import GPT2BPETokenizer
 
     tok = GPT2BPETokenizer.from_preset(preset)
     model = build_model(gpt2_cfg(preset), tok.vocab_size)
@@ -140,10 +140,10 @@ def test_logits_are_gpt2s_softmax_over_lyricslab_ids(preset):
 
 
 def test_cached_decoding_matches_the_full_model(preset):
-    from lyricslab.decoding import make_cache
     from lyricslab.models import build_model
+    from lyricslab.models.decoding import make_cache
     from lyricslab.models.gpt2 import GPT2Cache
-    from lyricslab.preset_tokenizers import GPT2BPETokenizer
+    from lyricslab.text.preset_tokenizers import GPT2BPETokenizer
 
     tok = GPT2BPETokenizer.from_preset(preset)
     model = build_model(gpt2_cfg(preset), tok.vocab_size)
@@ -163,7 +163,7 @@ def test_cached_decoding_matches_the_full_model(preset):
 def trained_gpt2(preset, tmp_path_factory):
     import mlflow
 
-    from lyricslab.train import train
+    from lyricslab.training.train import train
 
     tmp = tmp_path_factory.mktemp("gpt2run")
     store = [f"tracking.uri=sqlite:///{tmp}/mlruns/mlflow.db", f"tracking.artifact_root={tmp}/mlruns/artifacts",
@@ -202,7 +202,10 @@ def test_generate_and_evaluate_from_the_run(trained_gpt2, tmp_path, capsys):
 
 
 def test_lora_training_flops_skip_the_weight_gradients(preset):
-    from lyricslab.flops import forward_flops_per_token, training_flops_per_token
+    from lyricslab.training.flops import (
+        forward_flops_per_token,
+        training_flops_per_token,
+    )
 
     lora, full = gpt2_cfg(preset), gpt2_cfg(preset, "model.lora_rank=null")
     forward = forward_flops_per_token(full, 603)
@@ -224,8 +227,8 @@ def test_a_missing_preset_is_one_line_that_says_how_to_get_one(tmp_path):
 
 
 def test_preset_errors(preset, tmp_path, monkeypatch):
-    from lyricslab.config_checks import ConfigError, check_config
-    from lyricslab.presets import PresetError, resolve_preset
+    from lyricslab.hub.presets import PresetError, resolve_preset
+    from lyricslab.training.checks import ConfigError, check_config
 
     (tmp_path / "gpt2_base_en").mkdir()
     with pytest.raises(PresetError, match="not a keras_hub preset"):
@@ -240,7 +243,7 @@ def test_preset_errors(preset, tmp_path, monkeypatch):
 
 
 def test_presets_cli_refuses_bad_arguments(tmp_path):
-    from lyricslab import presets
+    from lyricslab.hub import presets
 
     assert presets.main(["tiny-gpt3", str(tmp_path)]) == 2
     (tmp_path / "taken").mkdir()
@@ -251,10 +254,10 @@ def test_presets_cli_refuses_bad_arguments(tmp_path):
 
 def test_gpt2_lora_sweep_trials_compose_to_valid_configs():
     import optuna
+    from conftest import CONF
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from conftest import CONF
     from lyricslab.sweeps.space import sample, to_overrides
     from lyricslab.sweeps.spec import load_spec, validate
 

@@ -2,8 +2,19 @@
 
 import pytest
 
-from lyricslab.lyric_metrics import (CopyIndex, cut, cut_to_shortest, distinct, lyric_metrics, reference_excerpts,
-                                     repetition, rhyme_density, rhymes, sample_metrics, structure_validity)
+from lyricslab.scoring.lyric_metrics import (
+    CopyIndex,
+    cut,
+    cut_to_shortest,
+    distinct,
+    lyric_metrics,
+    reference_excerpts,
+    repetition,
+    rhyme_density,
+    rhymes,
+    sample_metrics,
+    structure_validity,
+)
 
 
 @pytest.mark.parametrize("a,b,expected", [("night", "light", True), ("fire", "higher", True), ("cat", "hat", True),

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from lyricslab.ngram import EOS, UNK, KneserNey, baseline_bpc
+from lyricslab.scoring.ngram import EOS, UNK, KneserNey, baseline_bpc
 from tests.conftest import DEV_CSV, compose
 
 SONGS = ["the river runs to the sea\nthe river runs away\n", "oh the sea, the sea is calling\ncalling me home\n",

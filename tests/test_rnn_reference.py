@@ -12,12 +12,12 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-
 from conftest import compose, sharpen, tiny
-from lyricslab.evaluation import CarriedStateScorer, score_windows
+
 from lyricslab.models import build_model
 from lyricslab.models.rnn import build_rnn
-from lyricslab.windows import make_windows, with_start
+from lyricslab.scoring.scorers import CarriedStateScorer, score_windows
+from lyricslab.text.windows import make_windows, with_start
 
 VOCAB = 20
 TOL = 1e-5

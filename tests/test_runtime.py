@@ -8,7 +8,7 @@ import sys
 
 from tests.conftest import ROOT
 
-SNIPPET = "from lyricslab.runtime import quiet_tensorflow; quiet_tensorflow(); import keras; print('ready')"
+SNIPPET = "from lyricslab.config.runtime import quiet_tensorflow; quiet_tensorflow(); import keras; print('ready')"
 
 
 def run(env_extra: dict[str, str]) -> subprocess.CompletedProcess:

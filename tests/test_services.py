@@ -15,11 +15,11 @@ from pathlib import Path
 import mlflow
 import optuna
 import pytest
-
 from conftest import ROOT, tiny
+from services import free_port, services  # noqa: F401  (the session fixture)
+
 from lyricslab.sweeps.rdb import StorageError, check_connection
 from lyricslab.sweeps.storage import make_storage
-from services import free_port, services  # noqa: F401  (the session fixture)
 
 STUDY = "svc"
 SWEEP = """study_name: {name}

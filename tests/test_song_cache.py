@@ -8,7 +8,13 @@ import json
 import numpy as np
 import pytest
 
-from lyricslab.song_cache import LENGTH_EDGES, SongCache, bucket_of, cache_features, fit_and_score
+from lyricslab.scoring.song_cache import (
+    LENGTH_EDGES,
+    SongCache,
+    bucket_of,
+    cache_features,
+    fit_and_score,
+)
 
 BOUNDARY = 0
 

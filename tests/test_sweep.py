@@ -15,8 +15,8 @@ from pathlib import Path
 import mlflow
 import optuna
 import pytest
+from conftest import ROOT, tiny
 
-from conftest import ROOT, TINY, tiny
 from lyricslab import sweep
 from lyricslab.sweeps import objectives
 
@@ -58,7 +58,7 @@ def setup_sweep(tmp_path: Path, name="t", n=3, pruner="none", extra=(), params=P
 @pytest.fixture
 def no_plots(monkeypatch):
     """For tests that check no plot: drawing the parent run's plots takes seconds per sweep."""
-    from lyricslab.sweeps import report
+    from lyricslab.sweeps import parent_run as report
 
     monkeypatch.setattr(report, "_plots", lambda study, spec, out: [])
 
@@ -84,11 +84,11 @@ def split(all_runs):
 
 def test_a_study_over_two_runs_logs_prunes_resumes_registers_and_reruns_its_best(tmp_path, monkeypatch, capsys):
     """One study, two sweep runs (a resume), real training; checked from every side."""
-    import lyricslab.train
+    import lyricslab.training.train
     from lyricslab import generate
 
-    returned, real_train = [], lyricslab.train.train
-    monkeypatch.setattr(lyricslab.train, "train", lambda *a, **k: returned.append(real_train(*a, **k)) or returned[-1])
+    returned, real_train = [], lyricslab.training.train.train
+    monkeypatch.setattr(lyricslab.training.train, "train", lambda *a, **k: returned.append(real_train(*a, **k)) or returned[-1])
     args = setup_sweep(tmp_path, n=1, pruner="median", params="  optimizer.learning_rate: choice(0.01, 1e-9)\n")
     study = sweep.open_study(sweep.load(*[sweep.parse_args(args)[i] for i in (0, 3, 4)]))
     study.enqueue_trial({"optimizer.learning_rate": 1e-9})  # cannot move the weights: a poor first "best"
@@ -312,7 +312,11 @@ def test_heartbeat_fails_a_silent_trial_on_another_host_and_requeues_it(tmp_path
 
 
 def test_a_dead_pid_on_this_host_fails_its_trial_and_a_live_one_does_not(tmp_path):
-    from lyricslab.sweeps.workers import HOST, RetryDeadWorkerTrial, fail_dead_worker_trials
+    from lyricslab.sweeps.workers import (
+        HOST,
+        RetryDeadWorkerTrial,
+        fail_dead_worker_trials,
+    )
 
     gone = subprocess.Popen(["true"])
     gone.wait()

@@ -1,8 +1,8 @@
 """Sweep-side budgets on a fake clock: trials fitted into the sweep's time, and the pruning resource."""
 
 import pytest
-
 from conftest import compose
+
 from lyricslab.sweeps.deadline import SweepDeadline, rounds_per_trial
 from lyricslab.sweeps.space import SpaceError
 from lyricslab.sweeps.spec import load_spec

@@ -4,8 +4,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT
+
 from lyricslab import sweep
 from lyricslab.sweeps import objectives
 

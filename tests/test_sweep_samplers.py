@@ -11,16 +11,16 @@ import time
 
 import mlflow
 import pytest
+from test_sweep import no_plots, runs, setup_sweep, split, study_of  # noqa: F401 (no_plots: a fixture)
 
 from lyricslab import sweep
-from test_sweep import no_plots, runs, setup_sweep, split, study_of  # noqa: F401 (no_plots: a fixture)
 
 
 def synthetic_train(cfg, callbacks=(), parent_run_id=None, tags=None, on_run_start=None):
-    """Stands in for lyricslab.train.train: a real MLflow run and per-epoch reports (so pruners and
+    """Stands in for lyricslab.training.train.train: a real MLflow run and per-epoch reports (so pruners and
     callbacks act as in a sweep), with a made-up learning curve: best near learning_rate=0.01,
     lower with more units, while train_seconds grows with units (a trade-off for NSGA-II)."""
-    from lyricslab import tracking
+    from lyricslab.tracking import runs as tracking
 
     units = int(cfg.model.get("units", 64))
     final = abs(math.log10(float(cfg.optimizer.learning_rate)) + 2.0) + 32.0 / units
@@ -40,9 +40,9 @@ def synthetic_train(cfg, callbacks=(), parent_run_id=None, tags=None, on_run_sta
 
 @pytest.fixture(autouse=True)
 def fast_train(monkeypatch):
-    import lyricslab.train
+    import lyricslab.training.train
 
-    monkeypatch.setattr(lyricslab.train, "train", synthetic_train)
+    monkeypatch.setattr(lyricslab.training.train, "train", synthetic_train)
 
 
 def with_sampler(args, text):
@@ -109,9 +109,9 @@ def test_timeout_ends_the_sweep_early_and_cleanly(tmp_path, monkeypatch, no_plot
         time.sleep(0.5)
         return synthetic_train(cfg, **kwargs)
 
-    import lyricslab.train
+    import lyricslab.training.train
 
-    monkeypatch.setattr(lyricslab.train, "train", slow_train)
+    monkeypatch.setattr(lyricslab.training.train, "train", slow_train)
     args = setup_sweep(tmp_path, n=500)
     started = time.monotonic()
     assert sweep.main([*args, "timeout=3"]) == 0

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from lyricslab.tokenizers import EOS_ID, SPECIALS, UNK_ID, load_tokenizer, train_tokenizer
+from lyricslab.text.factory import load_tokenizer, train_tokenizer
+from lyricslab.text.tokenizers import EOS_ID, SPECIALS, UNK_ID
 
 TRAIN = ["[verse]\nThe lantern swings above the quiet pier\nand every gull is singing off the key\n\n"
          "[chorus]\nOh harbour, harbour, hold me near\nOh harbour, set the sailors free",

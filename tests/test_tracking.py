@@ -5,7 +5,7 @@ from __future__ import annotations
 import mlflow
 from omegaconf import OmegaConf
 
-from lyricslab import tracking
+from lyricslab.tracking import runs as tracking
 
 
 def test_artifact_location_by_store(tmp_path):

@@ -8,16 +8,16 @@ import keras
 import mlflow
 import numpy as np
 import pytest
-
 from conftest import compose, tiny
-from lyricslab.callbacks import DerivedMetrics, FullContextValidation
-from lyricslab.evaluation import full_context_scorer
-from lyricslab.fitting import configure_runtime
+
 from lyricslab.models import build_model
-from lyricslab.optim import build_optimizer
-from lyricslab.plots import curves
-from lyricslab.train import NonFiniteLoss, compile_model, fit_callbacks, train
-from lyricslab.windows import make_windows, parallel_streams, to_dataset
+from lyricslab.scoring.scorers import full_context_scorer
+from lyricslab.text.windows import make_windows, parallel_streams, to_dataset
+from lyricslab.tracking.plots import curves
+from lyricslab.training.callbacks import DerivedMetrics, FullContextValidation
+from lyricslab.training.fitting import configure_runtime
+from lyricslab.training.optim import build_optimizer
+from lyricslab.training.train import NonFiniteLoss, compile_model, fit_callbacks, train
 
 VOCAB = 24
 ARTIFACTS = {"config.yaml", "data_summary.json", "learning_curves.png", "samples.txt", "tokenizer", "model"}
@@ -103,7 +103,7 @@ def test_run_status_on_failure_and_interrupt(error, status, store, tmp_path):
 def test_tokenizer_and_streams_are_cached_per_data_and_tokenizer_config(tmp_path):
     from omegaconf import OmegaConf
 
-    from lyricslab.train import tokenize_splits
+    from lyricslab.training.train import tokenize_splits
 
     texts = {"train": ["[verse]\nlanterns on the pier tonight"] * 3, "val": ["[chorus]\nthe pier"],
              "test": ["[verse]\nlanterns"]}
@@ -166,8 +166,8 @@ from tests.callbacks import SpoilAfterFirstRound as SpoilAfterFirstEpoch  # noqa
 def test_early_stopping_restores_the_best_epoch_and_tests_it(store, tmp_path):
     from lyricslab.data import load_splits
     from lyricslab.data.prepare import SPLITS
-    from lyricslab.evaluation import full_context_scorer
-    from lyricslab.train import tokenize_splits
+    from lyricslab.scoring.scorers import full_context_scorer
+    from lyricslab.training.train import tokenize_splits
 
     cfg = compose([*tiny("lstm"), "trainer.epochs=4", "trainer.patience=1", *store])
     spoil = SpoilAfterFirstEpoch()

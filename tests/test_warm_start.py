@@ -5,14 +5,14 @@ from __future__ import annotations
 import mlflow
 import optuna
 import pytest
-
 from conftest import compose
+from test_sweep import runs, setup_sweep, split, study_of
+
 from lyricslab import sweep
 from lyricslab.sweeps.space import SpaceError, parse_space
 from lyricslab.sweeps.spec import load_spec
 from lyricslab.sweeps.warm_start import WARM_ATTR, check_entries, fit_space, resolve
-from lyricslab.tracking import flatten
-from test_sweep import runs, setup_sweep, split, study_of
+from lyricslab.tracking.runs import flatten
 
 SPACE = parse_space({
     "model": "choice(lstm, gru, transformer)",
@@ -133,6 +133,6 @@ def test_warm_started_trials_run_first_and_are_tagged(tmp_path, no_plots, capsys
 
 @pytest.fixture
 def no_plots(monkeypatch):
-    from lyricslab.sweeps import report
+    from lyricslab.sweeps import parent_run as report
 
     monkeypatch.setattr(report, "_plots", lambda study, spec, out: [])

@@ -3,7 +3,7 @@
 Each song the model reads starts with one control token per configured field (`conditioning.fields`),
 then its lyrics; with `conditioning.repeat: line` (the default) the same prefix also follows every
 line break, so the model never reads far without it. The tokens are whole tokens in every tokenizer
-(lyricslab.tokenizers), the model learns them like any other, and `generate genre=rap` puts them in
+(lyricslab.text.tokenizers), the model learns them like any other, and `generate genre=rap` puts them in
 front of the prompt (and after each line it writes).
 
 Which values a model knows is fixed by the train split: every tag, decade, year and language seen
@@ -13,7 +13,7 @@ the model knows `other`, and is left out otherwise; `conditioning.drop` leaves f
 training songs on purpose, so a model learns prefixes with fields missing too.
 
 Control tokens are given, never predicted: evaluation does not score them and bits/char does not
-count them as characters (see lyricslab.evaluation's `unscored_ids`).
+count them as characters (see lyricslab.scoring.scorers's `unscored_ids`).
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
+
+from lyricslab.data.genius import parse_features
 
 FIELDS = ("tag", "decade", "year", "artist", "lang")
 REPEATS = ("line", "song")
@@ -129,8 +131,6 @@ class Conditions:
             return [clean_value(row.get("language"))]
         artists = [clean_value(row.get("artist"))]
         if self.features_as_artists:
-            from lyricslab.data.genius import parse_features
-
             features = row.get("features")
             names = parse_features(features if isinstance(features, str) else None)
             artists += [clean_value(name) for name in names if clean_value(name) not in artists]

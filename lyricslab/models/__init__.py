@@ -2,7 +2,7 @@
 
 All models map token ids (batch, time) to next-token logits (batch, time, vocab); gpt2 wraps a
 keras_hub preset's backbone to do the same (and registers that wrapper for safe_mode loading);
-bert is keras_hub's BertMaskedLM, a masked LM trained by lyricslab.masked_lm.
+bert is keras_hub's BertMaskedLM, a masked LM trained by lyricslab.training.masked_lm.
 The output layer is the embedding run in reverse (keras_hub ReversibleEmbedding), so
 `embedding.tied=true` shares one matrix between input and output.
 """

@@ -1,7 +1,7 @@
 """A BERT-family masked LM from a keras_hub preset, fine-tuned with LoRA (`model.family: bert`).
 
 keras_hub's BertMaskedLM (the preset's backbone + a masked-LM head tied to its token embedding),
-without a preprocessor: lyricslab.masked_lm packs and masks the token windows itself. LoRA as for
+without a preprocessor: lyricslab.training.masked_lm packs and masks the token windows itself. LoRA as for
 GPT-2 (lyricslab.models.lora); the head is new, so it always trains.
 """
 
@@ -9,18 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from lyricslab.runtime import quiet_tensorflow
+import keras
+import keras_hub
 
-quiet_tensorflow()  # before keras: TensorFlow's start-up lines stay off the console
-import keras  # noqa: E402
-import keras_hub  # noqa: E402
-
-from lyricslab.models.lora import enable_lora  # noqa: E402
+from lyricslab.hub.presets import load_backbone
+from lyricslab.models.lora import enable_lora
 
 
 def build_bert_mlm(cfg: Any, vocab_size: int) -> keras.Model:
-    from lyricslab.presets import load_backbone
-
     m = cfg.model
     backbone = load_backbone(m.preset, "bert", dropout=float(cfg.dropout.rate),
                              dtype=keras.mixed_precision.global_policy().name)

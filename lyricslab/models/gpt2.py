@@ -1,7 +1,7 @@
 """GPT-2 from a keras_hub preset, fine-tuned with LoRA or in full (`model.family: gpt2`).
 
 The backbone is keras_hub's GPT2Backbone, loaded from `model.preset`. `PresetCausalLM` wraps it
-so it reads and writes lyricslab's token ids (see lyricslab.preset_tokenizers: lyricslab id =
+so it reads and writes lyricslab's token ids (see lyricslab.text.preset_tokenizers: lyricslab id =
 GPT-2 id + 3, `<|endoftext|>` is <eos>), which lets it go through the same windows, scorers,
 callbacks and sampling as every other model.
 
@@ -15,15 +15,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lyricslab.runtime import quiet_tensorflow
+import keras
+from keras import ops
 
-quiet_tensorflow()  # before keras: TensorFlow's start-up lines stay off the console
-import keras  # noqa: E402
-from keras import ops  # noqa: E402
-
-from lyricslab.decoding import TransformerCache  # noqa: E402
-from lyricslab.models.lora import enable_lora, lora_layer_paths  # noqa: E402
-from lyricslab.preset_tokenizers import ID_OFFSET  # noqa: E402
+from lyricslab.hub.presets import load_backbone, load_hub_tokenizer
+from lyricslab.models.decoding import TransformerCache
+from lyricslab.models.lora import enable_lora, lora_layer_paths
+from lyricslab.text.preset_tokenizers import ID_OFFSET
 
 NO_PROBABILITY = -1e9  # logit of ids the model must never predict: softmax gives them exactly 0 in float32
 LORA_FILE = "lora.lora.h5"  # keras_hub insists on the .lora.h5 ending
@@ -78,7 +76,7 @@ class PresetCausalLM(keras.Model):
         return path
 
     def decoding_cache(self, stride: int | None = None) -> "GPT2Cache":
-        """What lyricslab.decoding.make_cache uses for this model: keras_hub's KV cache."""
+        """What lyricslab.models.decoding.make_cache uses for this model: keras_hub's KV cache."""
         return GPT2Cache(self, stride)
 
     def get_compile_config(self) -> None:
@@ -126,8 +124,6 @@ class GPT2Cache(TransformerCache):
 def build_gpt2(cfg: Any, vocab_size: int) -> PresetCausalLM:
     """The preset's GPT-2 (dropout from the config), with LoRA on `model.lora_targets` unless
     `model.lora_rank` is null (full fine-tuning)."""
-    from lyricslab.presets import load_backbone, load_hub_tokenizer
-
     m = cfg.model
     backbone = load_backbone(m.preset, "gpt2", dropout=float(cfg.dropout.rate),
                              dtype=keras.mixed_precision.global_policy().name)

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from lyricslab.runtime import quiet_tensorflow
+import keras
+import keras_hub
 
-quiet_tensorflow()  # before keras: TensorFlow's start-up lines stay off the console
-import keras  # noqa: E402
-import keras_hub  # noqa: E402
-
-from lyricslab.control_inputs import add_controls  # noqa: E402
-
+from lyricslab.models.controls import add_controls
 
 RNN_CELLS = {"simple_rnn": keras.layers.SimpleRNN, "lstm": keras.layers.LSTM, "gru": keras.layers.GRU}
 
@@ -24,7 +20,7 @@ def build_rnn(cfg: Any, vocab_size: int, stateful_batch: int | None = None,
     their final state as the next batch's initial state, which needs that fixed batch size. Its
     weights are the same list as the plain model's, so the plain one takes them after training.
     `controls`: the tokenizer's control tokens as (id, field) pairs; with `conditioning.every_step`
-    every step also reads the ones in force (lyricslab.control_inputs).
+    every step also reads the ones in force (lyricslab.models.controls).
     """
     m, emb, drop = cfg.model, cfg.embedding, cfg.dropout
     tokens = keras.Input(shape=(None,), batch_size=stateful_batch, dtype="int32", name="tokens")

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from lyricslab.runtime import quiet_tensorflow
-
-quiet_tensorflow()  # before keras: TensorFlow's start-up lines stay off the console
-import keras  # noqa: E402
-import keras_hub  # noqa: E402
+import keras
+import keras_hub
 
 
 def build_transformer(cfg: Any, vocab_size: int) -> keras.Model:

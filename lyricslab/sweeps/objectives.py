@@ -1,4 +1,4 @@
-"""The metrics a sweep may optimise: the names `lyricslab.train.train()` returns, with their direction.
+"""The metrics a sweep may optimise: the names `lyricslab.training.train.train()` returns, with their direction.
 
 Kept apart from train.py so that checking a sweep file needs no TensorFlow. A test checks this
 table against what a real trial returns, so a renamed metric fails there, not after a sweep.

@@ -9,13 +9,18 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from lyricslab.config.paths import CONF_DIR, SWEEPS_DIR
 from lyricslab.sweeps import objectives as objective_names
-from lyricslab.sweeps.space import Param, SpaceError, group_options, parse_space, parse_value, to_overrides
+from lyricslab.sweeps.space import (
+    Param,
+    SpaceError,
+    group_options,
+    parse_space,
+    parse_value,
+    to_overrides,
+)
 from lyricslab.sweeps.warm_start import check_entries
 
-ROOT = Path(__file__).resolve().parents[2]
-SWEEPS_DIR = ROOT / "sweeps"
-CONF_DIR = ROOT / "conf"
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "nsga2")
 PRUNERS = ("median", "hyperband", "none")
 

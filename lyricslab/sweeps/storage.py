@@ -19,6 +19,8 @@ from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
+from lyricslab.sweeps.rdb import open_storage
+
 HEARTBEAT_ATTR = "lyricslab:heartbeat"
 
 
@@ -76,6 +78,5 @@ def make_storage(url: str | None, study_name: str, root: Path, heartbeat: dict[s
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         return HeartbeatJournalStorage(path, interval, grace, retry)
-    from lyricslab.sweeps.rdb import open_storage  # checks the connection first: one-line errors, not tracebacks
 
     return open_storage(url, heartbeat_interval=interval, grace_period=grace, heartbeat_stale_trial_callback=retry)

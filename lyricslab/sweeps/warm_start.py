@@ -21,7 +21,11 @@ from typing import Any, Callable, Mapping
 
 import optuna
 
+from lyricslab.config.paths import CONF_DIR
 from lyricslab.sweeps.space import Param, SpaceError, group_options, parse_value
+from lyricslab.sweeps.storage import make_storage
+from lyricslab.tracking.leaderboard import COLUMNS, HIGHER_IS_BETTER, sort_column
+from lyricslab.tracking.runs import flatten
 
 WARM_ATTR = "warm_start"
 KINDS = ("study", "leaderboard", "params", "overrides")
@@ -117,8 +121,6 @@ def fit_space(space: list[Param], fixed: Mapping[str, Any], params: Mapping[str,
 
 def from_study(entry: Mapping[str, Any], spec: Any, root: Any) -> list[WarmConfig]:
     """The `best` best finished trials of another study (best first; a Pareto front by its first objective)."""
-    from lyricslab.sweeps.storage import make_storage
-
     name = str(entry["study"])
     storage = make_storage(entry.get("storage", spec.storage), name, root, spec.heartbeat)
     try:
@@ -138,8 +140,6 @@ def _group_matcher(group: str) -> Callable[[Mapping[str, str]], str | None] | No
     logged params best (runs log the composed config, not the option names)."""
     from hydra import compose, initialize_config_dir
 
-    from lyricslab.sweeps.spec import CONF_DIR
-    from lyricslab.tracking import flatten
 
     options = group_options(CONF_DIR, group)
     if options is None:
@@ -162,7 +162,6 @@ def from_leaderboard(entry: Mapping[str, Any], spec: Any) -> list[WarmConfig]:
     """The top `top` finished runs of an experiment (or `all`), ranked like `python -m lyricslab.compare`."""
     import mlflow
 
-    from lyricslab.compare import COLUMNS, HIGHER_IS_BETTER, sort_column
 
     experiment = str(entry["leaderboard"])
     try:

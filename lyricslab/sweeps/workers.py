@@ -24,7 +24,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from lyricslab.sweeps.report import RUN_ATTR, close_orphan_runs
+from lyricslab.sweeps.parent_run import RUN_ATTR, close_orphan_runs
 from lyricslab.sweeps.storage import HEARTBEAT_ATTR
 
 WORKER_ATTR, PID_ATTR, HOST_ATTR = "worker", "worker_pid", "worker_host"

@@ -15,13 +15,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import keras
 import numpy as np
-
-from lyricslab.runtime import quiet_tensorflow
-
-quiet_tensorflow()  # before keras: TensorFlow's start-up lines stay off the console
-import keras  # noqa: E402
-from keras import ops  # noqa: E402
+from keras import ops
 
 ONE_HOT, STATE, EMBEDDING = "control_one_hot", "control_state", "control_embedding"  # layer names
 

@@ -1,7 +1,7 @@
 """A wall-clock training budget, and the checks on the trainer settings that size a run.
 
 Plain Python (no TensorFlow), so `python -m lyricslab.run` rejects a bad setting before
-TensorFlow loads. The Keras callbacks that act on a budget are in lyricslab.callbacks.
+TensorFlow loads. The Keras callbacks that act on a budget are in lyricslab.training.callbacks.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ from typing import Sequence
 
 import numpy as np
 
-from lyricslab.hashing import extend_hashes, gram_hashes, mix64
+from lyricslab.scoring.hashing import extend_hashes, gram_hashes, mix64
 
 MAX_CONTEXT = 40  # tokens; longer matches add little: a repeated line is long past this
 # Match lengths that share a weight (each bucket also splits on whether earlier occurrences agreed).

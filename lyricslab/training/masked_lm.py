@@ -24,25 +24,32 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import keras
+import mlflow
 import numpy as np
+from omegaconf import OmegaConf
 
-from lyricslab.fitting import (MlflowEpochLogger, StopOnNonFiniteLoss, budget_callbacks,  # first: TF loads quietly
-                               log_model_size, prepare_run, progress_verbosity, steps_per_round, stopped_by)
-import keras  # noqa: E402
-import mlflow  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
-
-from lyricslab import tracking  # noqa: E402
-from lyricslab.budget import Budget  # noqa: E402
-from lyricslab.bundle import save_bundle  # noqa: E402
-from lyricslab.callbacks import ThroughputProbe  # noqa: E402
-from lyricslab.data.normalize import render_structure_tags  # noqa: E402
-from lyricslab.data.prepare import SPLITS  # noqa: E402
-from lyricslab.generation import unescape_prompt  # noqa: E402
-from lyricslab.models import build_model  # noqa: E402
-from lyricslab.models.lora import lora_layer_paths  # noqa: E402
-from lyricslab.optim import build_optimizer  # noqa: E402
-from lyricslab.tokenizers import train_tokenizer  # noqa: E402
+from lyricslab.data.normalize import render_structure_tags
+from lyricslab.data.prepare import SPLITS
+from lyricslab.models import build_model
+from lyricslab.models.lora import lora_layer_paths
+from lyricslab.sampling.generation import unescape_prompt
+from lyricslab.text.factory import train_tokenizer
+from lyricslab.tracking import runs as tracking
+from lyricslab.tracking.bundle import save_bundle
+from lyricslab.training.budget import Budget
+from lyricslab.training.callbacks import ThroughputProbe
+from lyricslab.training.fitting import (  # first: TF loads quietly
+    MlflowEpochLogger,
+    StopOnNonFiniteLoss,
+    budget_callbacks,
+    log_model_size,
+    prepare_run,
+    progress_verbosity,
+    steps_per_round,
+    stopped_by,
+)
+from lyricslab.training.optim import build_optimizer
 
 EVAL_SEED = 1234  # val/test masks: the same tokens every round and every run
 
@@ -183,7 +190,7 @@ def fill_masks(model: keras.Model, tok: Any, prompt: str, max_tokens: int, conte
 def generate(model: Any, tokenizer: Any, prompt: str, n: int = 1, max_tokens: int = 200, temperature: float = 1.0,
              top_k: int | None = None, top_p: float | None = None, sampler: str = "random", seed: int = 0,
              cache: Any = None, context: int | None = None) -> list[str]:
-    """lyricslab.generation.generate's signature, by mask filling (top_k, top_p and beam do not apply);
+    """lyricslab.sampling.generation.generate's signature, by mask filling (top_k, top_p and beam do not apply);
     `context` defaults to the backbone's whole position table."""
     rng = np.random.default_rng(seed)
     context = context or int(model.backbone.max_sequence_length)
@@ -215,7 +222,7 @@ def samples(model: keras.Model, tok: Any, cfg: Any, path: Path) -> None:
 def train_masked_lm(cfg: Any, callbacks: Sequence[keras.callbacks.Callback] = (), parent_run_id: str | None = None,
                     tags: dict[str, str] | None = None, on_run_start: Callable[[str], None] | None = None,
                     clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
-    """lyricslab.train.train for a masked LM: same data, budget, MLflow run and bundle; masked-token metrics."""
+    """lyricslab.training.train.train for a masked LM: same data, budget, MLflow run and bundle; masked-token metrics."""
     started = time.perf_counter()
     tr = cfg.trainer
     splits, texts = prepare_run(cfg)
@@ -227,7 +234,7 @@ def train_masked_lm(cfg: Any, callbacks: Sequence[keras.callbacks.Callback] = ()
     sized = bool(tr.steps_per_epoch or tr.get("eval_every_steps") or tr.get("eval_every_minutes"))
     train_ds = training_batches(rows["train"], tok, cfg, repeat=sized)
 
-    def probe() -> float:  # a throwaway copy, as lyricslab.train.measure_steps_per_second
+    def probe() -> float:  # a throwaway copy, as lyricslab.training.train.measure_steps_per_second
         copy = build_model(cfg, tok.vocab_size)
         compile_masked_lm(copy, build_optimizer(cfg, 1))
         timer = ThroughputProbe()

@@ -34,7 +34,7 @@ def bpc_by_group(score: Callable[[Sequence[str]], Any], texts: Sequence[str], ly
                  rows: Sequence[Mapping[str, Any]], columns: Sequence[str], prefix: str) -> dict[str, float]:
     """`{prefix}bpc_<column>_<value>` and `{prefix}songs_<column>_<value>` for each value with songs.
 
-    `score(texts)` returns lyricslab.evaluation.Scores for those songs (the model's texts, control
+    `score(texts)` returns lyricslab.scoring.scorers.Scores for those songs (the model's texts, control
     prefixes included); `lyrics` are the same songs without prefixes, for the character count.
     """
     out: dict[str, float] = {}

@@ -12,18 +12,15 @@ import math
 import sys
 from typing import Any, Callable, Iterator, Sequence
 
-from lyricslab.runtime import quiet_tensorflow
+import keras
+import mlflow
+import numpy as np
 
-quiet_tensorflow()  # before keras: TensorFlow's start-up lines stay off the console
-import keras  # noqa: E402
-import mlflow  # noqa: E402
-import numpy as np  # noqa: E402
-
-from lyricslab.budget import Budget, check_trainer, steps_for_minutes  # noqa: E402
-from lyricslab.callbacks import LearningRateByProgress, StopAtBudget  # noqa: E402
-from lyricslab.data import load_splits  # noqa: E402
-from lyricslab.data.prepare import SPLITS, Splits  # noqa: E402
-from lyricslab.optim import budget_schedule  # noqa: E402
+from lyricslab.data import load_splits
+from lyricslab.data.prepare import SPLITS, Splits
+from lyricslab.training.budget import Budget, check_trainer, steps_for_minutes
+from lyricslab.training.callbacks import LearningRateByProgress, StopAtBudget
+from lyricslab.training.optim import budget_schedule
 
 
 class NonFiniteLoss(FloatingPointError):

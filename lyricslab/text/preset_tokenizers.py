@@ -20,7 +20,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from lyricslab.tokenizers import EOS_ID, PAD_ID, UNK_ID, Tokenizer
+from lyricslab.hub.presets import load_hub_tokenizer
+from lyricslab.text.tokenizers import EOS_ID, PAD_ID, UNK_ID, Tokenizer
 
 ID_OFFSET = 3  # lyricslab's <pad>, <unk>, <eos> come before the preset's ids
 WORDPIECE_TAG = re.compile(r"\[ (\w+) \]")
@@ -35,8 +36,6 @@ class GPT2BPETokenizer(Tokenizer):
 
     @classmethod
     def from_preset(cls, preset: Any) -> "GPT2BPETokenizer":
-        from lyricslab.presets import load_hub_tokenizer
-
         return cls(load_hub_tokenizer(preset, "gpt2"))
 
     @classmethod
@@ -93,7 +92,7 @@ class GPT2BPETokenizer(Tokenizer):
 
 
 class BertWordPieceTokenizer(Tokenizer):
-    """A BERT preset's WordPiece (keras_hub BertTokenizer), for the masked LM (lyricslab.masked_lm).
+    """A BERT preset's WordPiece (keras_hub BertTokenizer), for the masked LM (lyricslab.training.masked_lm).
 
     Not lossless (WordPiece drops whitespace and newlines), which is fine for a masked LM: it
     reports masked-token accuracy, never bits/char. Its ids are the preset's own: [PAD] is 0,
@@ -110,8 +109,6 @@ class BertWordPieceTokenizer(Tokenizer):
 
     @classmethod
     def from_preset(cls, preset: Any) -> "BertWordPieceTokenizer":
-        from lyricslab.presets import load_hub_tokenizer
-
         return cls(load_hub_tokenizer(preset, "bert"))
 
     @classmethod

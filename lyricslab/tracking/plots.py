@@ -7,7 +7,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # headless: files only
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 # Masked values only: `nll`/`val_nll` average over real tokens. Keras' `val_loss` would count
 # padding in its denominator and sit below the train loss for no real reason.

@@ -10,9 +10,9 @@ import numpy as np
 
 from lyricslab.data.conditioning import strip_controls
 from lyricslab.data.normalize import render_structure_tags
-from lyricslab.decoding import TransformerCache, make_cache, make_sampler
-from lyricslab.song_cache import SongCache
-from lyricslab.tokenizers import EOS_ID, Tokenizer
+from lyricslab.models.decoding import TransformerCache, make_cache, make_sampler
+from lyricslab.scoring.song_cache import SongCache
+from lyricslab.text.tokenizers import EOS_ID, Tokenizer
 
 
 def unescape_prompt(prompt: str) -> str:

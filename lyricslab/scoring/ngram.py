@@ -23,8 +23,8 @@ from typing import Sequence
 
 import numpy as np
 
-from lyricslab.hashing import gram_hashes
-from lyricslab.song_cache import fit_and_score
+from lyricslab.scoring.hashing import gram_hashes
+from lyricslab.scoring.song_cache import fit_and_score
 
 EOS = "\x00"  # the end-of-song symbol; also pads the history before the first song
 UNK = "\x01"  # characters never seen in training
@@ -121,7 +121,7 @@ def baseline_bpc(train: Sequence[str], evaluate: dict[str, Sequence[str]], order
     """`{name: bpc}` of a Kneser-Ney n-gram fitted on `train`, cached as JSON when `cache` is given.
 
     With `song_cache` (its longest context, in characters) and a "val" split among `evaluate`, also
-    `{name}_song_cache`: the n-gram mixed with the song cache (lyricslab.song_cache), whose weights
+    `{name}_song_cache`: the n-gram mixed with the song cache (lyricslab.scoring.song_cache), whose weights
     are fitted on val. The baseline a model with the same cache must beat.
     """
     with_cache = bool(song_cache) and "val" in evaluate

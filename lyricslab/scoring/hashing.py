@@ -1,4 +1,4 @@
-"""64-bit hashes of token n-grams, for counting them with numpy sorts (lyricslab.ngram, lyricslab.song_cache)."""
+"""64-bit hashes of token n-grams, for counting them with numpy sorts (lyricslab.scoring.ngram, lyricslab.scoring.song_cache)."""
 
 from __future__ import annotations
 

@@ -18,14 +18,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
-from lyricslab.runtime import quiet_tensorflow
-
-quiet_tensorflow()  # before keras: TensorFlow's start-up lines stay off the console
-import keras  # noqa: E402
+import keras
 import numpy as np
 
-from lyricslab.control_inputs import ControlPath, recurrent_stack  # noqa: E402
-from lyricslab.windows import Windows, parallel_streams, sliding_windows
+from lyricslab.models.controls import ControlPath, recurrent_stack
+from lyricslab.text.windows import Windows, parallel_streams, sliding_windows
 
 LN2 = math.log(2.0)
 
@@ -42,7 +39,7 @@ class Scores:
     y_pred: list[np.ndarray] = field(default_factory=list)
     unscored_ids: np.ndarray | None = None  # targets never scored: control tokens
     # NLL (nats) of each target of the stream, in stream order, NaN where not scored (full-context
-    # scorers fill it, for the song cache: lyricslab.song_cache); None when not kept.
+    # scorers fill it, for the song cache: lyricslab.scoring.song_cache); None when not kept.
     token_nll: np.ndarray | None = None
 
     def add(self, stats: tuple, windows: Windows, keep_predictions: bool) -> None:

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from lyricslab.runtime import quiet_tensorflow
-
-quiet_tensorflow()  # before keras: TensorFlow's start-up lines stay off the console
-import keras  # noqa: E402
+import keras
 from hydra.utils import instantiate
 
 

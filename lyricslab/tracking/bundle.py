@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lyricslab.song_cache import ARTIFACT as SONG_CACHE_ARTIFACT, SongCache
-from lyricslab.tokenizers import Tokenizer, load_tokenizer
+from lyricslab.scoring.song_cache import ARTIFACT as SONG_CACHE_ARTIFACT
+from lyricslab.scoring.song_cache import SongCache
+from lyricslab.text.factory import load_tokenizer
+from lyricslab.text.tokenizers import Tokenizer
 
 MODEL_DIR = "model"
 
@@ -44,9 +46,6 @@ def save_bundle(folder: Path, model: Any, tokenizer: Tokenizer, cfg: Any) -> Pat
 
 def load_folder(folder: Path, source: str, extras: Path | None = None) -> Bundle:
     """Load a bundle; `extras` is where tokenizer/ and config.yaml are when the folder lacks them."""
-    from lyricslab.runtime import quiet_tensorflow
-
-    quiet_tensorflow()
     import keras
     from omegaconf import OmegaConf
 
@@ -55,7 +54,6 @@ def load_folder(folder: Path, source: str, extras: Path | None = None) -> Bundle
     home = folder if (folder / "tokenizer").exists() else extras
     if home is None or not (home / "tokenizer").exists() or not (home / "config.yaml").exists():
         raise BundleError(f"{source} has no tokenizer/ or config.yaml beside its model; pick a FINISHED training run")
-    import lyricslab.models  # noqa: F401 - registers lyricslab's own Keras classes (the GPT-2 adapter)
 
     # compile=False: generation and scoring only call the model; the training optimizer's state (for LoRA,
     # the adapters', which the merged model no longer has) is not needed. keras_hub tasks (BertMaskedLM)

@@ -15,7 +15,7 @@ from typing import Iterator
 
 import numpy as np
 
-from lyricslab.tokenizers import EOS_ID, PAD_ID
+from lyricslab.text.tokenizers import EOS_ID, PAD_ID
 
 
 @dataclass

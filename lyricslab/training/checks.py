@@ -11,10 +11,13 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-
-class ConfigError(ValueError):
-    """A config value that cannot work; the message names the key and what it accepts."""
-
+from lyricslab.config.errors import ConfigError  # noqa: E402  (raised here, defined below every stage)
+from lyricslab.data.conditioning import check as check_conditioning
+from lyricslab.data.errors import DataError
+from lyricslab.data.genius import languages
+from lyricslab.hub.presets import resolve_preset
+from lyricslab.scoring.breakdown import columns_of
+from lyricslab.text.tokenizers import KINDS, PRESET_KINDS
 
 # key -> (smallest allowed, None allowed)
 WHOLE_NUMBERS = {
@@ -50,8 +53,6 @@ PRESET_MODELS = {"gpt2": "gpt2_lora", "bert": "bert_mlm"}
 
 def _check_preset_family(cfg: DictConfig, family: str) -> None:
     """A pretrained family reads its preset's own tokenizer, and the preset must be there."""
-    from lyricslab.presets import resolve_preset
-
     if cfg.model.family != family:
         raise ConfigError(f"tokenizer={family} is the tokenizer of a {family} preset; use it with "
                           f"model={PRESET_MODELS[family]} (which picks it), not model.family={cfg.model.family}")
@@ -63,8 +64,6 @@ def _check_preset_family(cfg: DictConfig, family: str) -> None:
 
 def check_config(cfg: DictConfig) -> None:
     """Raise ConfigError for the first value no training could use."""
-    from lyricslab.tokenizers import KINDS, PRESET_KINDS  # no TensorFlow behind this import
-
     def get(key: str) -> tuple[bool, Any]:
         missing = object()
         value = OmegaConf.select(cfg, key, default=missing)
@@ -96,10 +95,6 @@ def check_config(cfg: DictConfig) -> None:
     if carry and family != "rnn":
         raise ConfigError(f"trainer.carry_state=true needs an RNN (model=lstm, gru or simple_rnn); a {family} has no "
                           f"state to carry: give it a longer trainer.seq_len instead")
-    from lyricslab.breakdown import columns_of
-    from lyricslab.data.conditioning import check as check_conditioning
-    from lyricslab.data.errors import DataError
-    from lyricslab.data.genius import languages
 
     try:  # conditioning fields, breakdown columns and data.language: their modules say what is allowed
         check_conditioning(cfg)

@@ -16,40 +16,63 @@ from typing import Any, Callable, Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter off the console
 
-from lyricslab.runtime import quiet_tensorflow  # noqa: E402
 
-quiet_tensorflow()  # before keras: TensorFlow's start-up lines stay off the console
-import keras  # noqa: E402
-import mlflow  # noqa: E402
-import numpy as np  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
+import keras
+import mlflow
+import numpy as np
+from omegaconf import OmegaConf
 
-from lyricslab import tracking  # noqa: E402
-from lyricslab.breakdown import bpc_by_group, columns_of, scorer_for  # noqa: E402
-from lyricslab.budget import Budget  # noqa: E402
-from lyricslab.callbacks import (DerivedMetrics, FullContextValidation, ResetStatesEachPass,  # noqa: E402
-                                 RoundProgress, ThroughputProbe)
-from lyricslab.data.conditioning import ARTIFACT as CONDITIONING_ARTIFACT  # noqa: E402
-from lyricslab.data.conditioning import condition_splits, control_fields  # noqa: E402
-from lyricslab.data.prepare import SPLITS  # noqa: E402
-from lyricslab.bundle import save_bundle  # noqa: E402
-from lyricslab.evaluation import full_context_scorer, score_windows  # noqa: E402
-from lyricslab.fitting import (MlflowEpochLogger, NonFiniteLoss, StopOnNonFiniteLoss,  # noqa: E402,F401
-                               budget_callbacks, diverged_as_non_finite_loss, log_model_size, prepare_run,
-                               progress_verbosity, steps_per_round, stopped_by)
-from lyricslab.flops import matmul_peak, model_flop_utilisation, training_flops_per_token  # noqa: E402
-from lyricslab.generation import write_samples  # noqa: E402
-from lyricslab.lyric_metrics import sample_metrics  # noqa: E402
-from lyricslab.masked_lm import train_masked_lm  # noqa: E402
-from lyricslab.models import build_model  # noqa: E402
-from lyricslab.models.rnn import build_rnn  # noqa: E402
-from lyricslab.ngram import baseline_bpc  # noqa: E402
-from lyricslab.optim import build_optimizer, scheduler_callbacks  # noqa: E402
-from lyricslab.plots import learning_curves  # noqa: E402
-from lyricslab.song_cache import ARTIFACT as SONG_CACHE_ARTIFACT, SongCache, fit_and_score  # noqa: E402
-from lyricslab.tokenizers import EOS_ID, Tokenizer, load_tokenizer, train_tokenizer  # noqa: E402
-from lyricslab.windows import Windows, carried_batches, make_windows, to_dataset, with_start  # noqa: E402
-
+from lyricslab.data.conditioning import ARTIFACT as CONDITIONING_ARTIFACT
+from lyricslab.data.conditioning import condition_splits, control_fields
+from lyricslab.data.prepare import SPLITS
+from lyricslab.models import build_model
+from lyricslab.models.rnn import build_rnn
+from lyricslab.sampling.generation import write_samples
+from lyricslab.scoring.breakdown import bpc_by_group, columns_of, scorer_for
+from lyricslab.scoring.lyric_metrics import sample_metrics
+from lyricslab.scoring.ngram import baseline_bpc
+from lyricslab.scoring.scorers import full_context_scorer, score_windows
+from lyricslab.scoring.song_cache import ARTIFACT as SONG_CACHE_ARTIFACT
+from lyricslab.scoring.song_cache import SongCache, fit_and_score
+from lyricslab.text.factory import load_tokenizer, train_tokenizer
+from lyricslab.text.tokenizers import EOS_ID, TOKENIZER_CACHE_VERSION, Tokenizer
+from lyricslab.text.windows import (
+    Windows,
+    carried_batches,
+    make_windows,
+    to_dataset,
+    with_start,
+)
+from lyricslab.tracking import runs as tracking
+from lyricslab.tracking.bundle import save_bundle
+from lyricslab.tracking.plots import learning_curves
+from lyricslab.training.budget import Budget
+from lyricslab.training.callbacks import (
+    DerivedMetrics,
+    FullContextValidation,
+    ResetStatesEachPass,
+    RoundProgress,
+    ThroughputProbe,
+)
+from lyricslab.training.fitting import (  # noqa: E402,F401
+    MlflowEpochLogger,
+    NonFiniteLoss,
+    StopOnNonFiniteLoss,
+    budget_callbacks,
+    diverged_as_non_finite_loss,
+    log_model_size,
+    prepare_run,
+    progress_verbosity,
+    steps_per_round,
+    stopped_by,
+)
+from lyricslab.training.flops import (
+    matmul_peak,
+    model_flop_utilisation,
+    training_flops_per_token,
+)
+from lyricslab.training.masked_lm import train_masked_lm
+from lyricslab.training.optim import build_optimizer, scheduler_callbacks
 
 MAX_ROUNDS = 1_000_000  # under a budget: "unbounded"; the budget or early stopping ends the fit
 
@@ -57,7 +80,7 @@ MAX_ROUNDS = 1_000_000  # under a budget: "unbounded"; the budget or early stopp
 def compile_model(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> None:
     """The loss alone: no compiled metrics.
 
-    Validation and test are scored outside Keras (lyricslab.evaluation, exact and full-context), so
+    Validation and test are scored outside Keras (lyricslab.scoring.scorers, exact and full-context), so
     compiled metrics would only run on training batches, where a masked NLL duplicates the loss
     (training windows have no padding) and accuracy / top-5 over the vocabulary cost up to half a
     transformer step at vocab 8000 (bench/mfu.py). DerivedMetrics logs the loss as `nll`.
@@ -145,7 +168,7 @@ def song_cache_max_context(cfg: Any) -> int | None:
 
 def with_song_cache(cfg: Any, streams: dict[str, np.ndarray], token_nll: dict[str, np.ndarray | None],
                     chars: dict[str, int]) -> tuple[SongCache | None, dict[str, float]]:
-    """The model mixed with the song cache (lyricslab.song_cache): weights fitted on the val split's
+    """The model mixed with the song cache (lyricslab.scoring.song_cache): weights fitted on the val split's
     per-token probabilities (the restored round's), then `val_bpc_song_cache` (fitted on itself, so a
     little optimistic) and `test_bpc_song_cache` (songs never used to fit anything)."""
     max_context = song_cache_max_context(cfg)
@@ -164,8 +187,6 @@ def tokenize_splits(tok_cfg: Any, texts: dict[str, list[str]], cache_path: Path 
     Sweep trials that share both reuse the saved tokenizer and token streams instead of
     retraining BPE and re-encoding every song per trial.
     """
-    from lyricslab.tokenizers import TOKENIZER_CACHE_VERSION  # read per call: bumping it misses the cache
-
     blob = {"v": TOKENIZER_CACHE_VERSION, "tokenizer": OmegaConf.to_container(tok_cfg, resolve=True)}
     key = hashlib.sha256(json.dumps(blob, sort_keys=True).encode())
     folder = Path(f"{cache_path}-tok-{key.hexdigest()[:12]}") if cache_path is not None else None

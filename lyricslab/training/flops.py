@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lyricslab.hub.presets import backbone_config
+
 GATES = {"lstm": 4, "gru": 3, "simple_rnn": 1}  # weight matrices per RNN cell (Keras' kernel is in × gates·u)
 PEAK_DTYPES = {"float32": "float32", "bf16": "bfloat16"}  # trainer.precision -> matmul dtype
 
@@ -37,7 +39,6 @@ def forward_flops_per_token(cfg: Any, vocab: int) -> float:
             flops += 2 * m.units * e.dim
         return flops + 2 * e.dim * vocab
     if m.family == "gpt2":  # the preset's shapes; GPT-2's MLP width is intermediate_dim
-        from lyricslab.presets import backbone_config
 
         shape = backbone_config(m.preset, "gpt2")
         w, ff, layers, t = shape["hidden_dim"], shape["intermediate_dim"], shape["num_layers"], cfg.trainer.seq_len

@@ -30,7 +30,7 @@ PAD, UNK, EOS = "<pad>", "<unk>", "<eos>"
 SPECIALS = [PAD, UNK, EOS, *STRUCTURE_TAGS]
 PAD_ID, UNK_ID, EOS_ID = 0, 1, 2
 CONFIG_FILE = "tokenizer_config.json"
-# Part of the token-cache key (lyricslab.train.tokenize_splits): bump it whenever a change here
+# Part of the token-cache key (lyricslab.training.train.tokenize_splits): bump it whenever a change here
 # changes the tokens a config produces, or runs keep reusing token streams from the old code.
 TOKENIZER_CACHE_VERSION = 3
 
@@ -294,31 +294,5 @@ class SubwordTokenizer(Tokenizer):
 
 
 KINDS = {"char": CharTokenizer, "word": WordTokenizer, "subword": SubwordTokenizer}
-# Tokenizers that come with a model preset (lyricslab.preset_tokenizers): loaded from it, never trained.
+# Tokenizers that come with a model preset (lyricslab.text.preset_tokenizers): loaded from it, never trained.
 PRESET_KINDS = ("gpt2", "bert")
-
-
-def train_tokenizer(cfg: Any, texts: Sequence[str]) -> Tokenizer:
-    kind = cfg.kind if not isinstance(cfg, str) else cfg
-    if kind in PRESET_KINDS:
-        from lyricslab.preset_tokenizers import from_preset
-
-        return from_preset(kind, cfg)
-    if kind not in KINDS:
-        raise ValueError(f"tokenizer.kind must be one of {sorted(KINDS)}, not {kind!r}")
-    return KINDS[kind].train(texts, cfg if not isinstance(cfg, str) else None)
-
-
-def load_tokenizer(folder: str | Path) -> Tokenizer:
-    folder = Path(folder)
-    config = json.loads((folder / CONFIG_FILE).read_text())
-    kind = config["kind"]
-    if kind in PRESET_KINDS:
-        from lyricslab.preset_tokenizers import load
-
-        return load(kind, folder)
-    if kind == "subword":
-        from tokenizers import Tokenizer as HFTokenizer
-
-        return SubwordTokenizer(HFTokenizer.from_file(str(folder / "tokenizer.json")))
-    return KINDS[kind](json.loads((folder / "vocab.json").read_text()))

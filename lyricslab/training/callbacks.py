@@ -1,7 +1,7 @@
 """Keras callbacks: derived per-round training metrics (perplexity, lr, tokens/s), full-context validation,
 the time budget's stop, and the progress line.
 
-A Keras epoch is one evaluation round (see trainer.eval_every_steps in lyricslab.train).
+A Keras epoch is one evaluation round (see trainer.eval_every_steps in lyricslab.training.train).
 """
 
 from __future__ import annotations
@@ -10,14 +10,11 @@ import math
 import time
 from typing import Callable
 
-from lyricslab.runtime import quiet_tensorflow
-
-quiet_tensorflow()  # before keras: TensorFlow's start-up lines stay off the console
-import keras  # noqa: E402
+import keras
 import numpy as np
 
-from lyricslab.budget import Budget
-from lyricslab.evaluation import Scores
+from lyricslab.scoring.scorers import Scores
+from lyricslab.training.budget import Budget
 
 
 class DerivedMetrics(keras.callbacks.Callback):

@@ -14,14 +14,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from lyricslab.runtime import quiet_tensorflow
+import keras
+import keras_hub
+from keras import ops
 
-quiet_tensorflow()  # before keras: TensorFlow's start-up lines stay off the console
-import keras  # noqa: E402
-import keras_hub  # noqa: E402
-from keras import ops  # noqa: E402
-
-from lyricslab.control_inputs import ControlPath, recurrent_stack  # noqa: E402
+from lyricslab.models.controls import ControlPath, recurrent_stack
 
 
 class RNNCache:

@@ -13,8 +13,8 @@ import optuna
 from mlflow.entities import RunStatus
 from omegaconf import OmegaConf
 
-from lyricslab import tracking
 from lyricslab.sweeps.spec import SweepSpec
+from lyricslab.tracking import runs as tracking
 
 PARENT_ATTR = "mlflow_parent_run_id"
 RUN_ATTR = "mlflow_run_id"
