@@ -1,14 +1,14 @@
 """Leaderboard of training runs, like the original study's results table, extended.
 
-    python -m lyricslab.compare [experiment=lyricslab] [sweep=demo] [top=20] [sort=best_val_bpc] [out=DIR]
-    python -m lyricslab.compare experiment=all        # every experiment
-    python -m lyricslab.compare sweep=demo tracking_uri=http://127.0.0.1:5000   # runs on a tracking server
+    python -m lyricslab.compare [sweep=demo] [top=20] [sort=best_val_bpc] [out=DIR]
+    python -m lyricslab.compare tracking.experiment=lyricslab   # one experiment (default: all of them)
+    python -m lyricslab.compare sweep=demo tracking.uri=http://127.0.0.1:5000   # runs on a tracking server
 
 Prints the table and writes leaderboard.md and leaderboard.csv (to `out`, default the current
 folder). With sweep=, the table is also logged to the sweep's MLflow parent run. Rank by a
 validation column (the default): sorting by a test_* column is model selection on the test
 split, and it is allowed with a warning only.
-tracking_uri is where the runs are (default sqlite:///mlruns/mlflow.db, as in conf/config.yaml).
+tracking.uri is where the runs are (MLFLOW_TRACKING_URI when set, else sqlite:///mlruns/mlflow.db).
 """
 
 from __future__ import annotations
@@ -18,21 +18,21 @@ import sys
 import tempfile
 from pathlib import Path
 
+from lyricslab.config.cli import exit_with, parse
+from lyricslab.config.errors import UsageError
 from lyricslab.tracking.leaderboard import leaderboard, sort_column, to_markdown
+
+TEXT_KEYS = ("sweep", "sort", "out")
 
 
 def main(argv: list[str] | None = None) -> int:
-    opts = {"experiment": "lyricslab", "sweep": None, "top": "20", "sort": "best_val_bpc", "out": ".",
-            "tracking_uri": "sqlite:///mlruns/mlflow.db"}
-    for arg in sys.argv[1:] if argv is None else argv:
-        if arg in ("-h", "--help"):
-            print(__doc__.strip())
-            return 0
-        key, eq, value = arg.partition("=")
-        if not eq or key not in opts:
-            print(f"error: unknown argument {arg!r}; use key=value with key in {sorted(opts)}", file=sys.stderr)
-            return 2
-        opts[key] = value
+    try:
+        cfg = parse("compare", argv, __doc__, TEXT_KEYS)
+    except UsageError as err:
+        return exit_with(err)
+    experiment = None if cfg.tracking.experiment in (None, "all") else str(cfg.tracking.experiment)
+    opts = {"experiment": experiment, "sweep": cfg.sweep, "top": str(cfg.top), "sort": cfg.sort, "out": str(cfg.out),
+            "tracking_uri": cfg.tracking.uri}
     from lyricslab.tracking.server import TrackingServerError, check_reachable
 
     top = int(opts["top"]) if opts["top"].strip().isdigit() else 0

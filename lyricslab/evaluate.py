@@ -10,10 +10,6 @@ perplexity, accuracy, macro P/R/F1, bits/char per tag and per language (the run'
 the run's training split when that data is on this machine), and lyric metrics of fixed-seed
 samples against this CSV's own songs. The results are printed and logged to the run as
 `eval_<name>_*` metrics.
-
-Options (key=value): run_id | model_uri | sweep (one of them), csv (required), name (default:
-the file's stem), samples (true|false, default true), tracking_uri (default
-sqlite:///mlruns/mlflow.db).
 """
 
 from __future__ import annotations
@@ -26,31 +22,26 @@ import time
 from pathlib import Path
 from typing import Any
 
-KEYS = {"run_id", "model_uri", "sweep", "csv", "name", "samples", "tracking_uri"}
+from omegaconf import OmegaConf
+
+from lyricslab.config.cli import parse
+from lyricslab.config.errors import UsageError
+from lyricslab.config.runtime import quiet_tensorflow
+from lyricslab.tracking.runs import resolve_run_id
+
+TEXT_KEYS = ("run_id", "model_uri", "sweep", "csv", "name")
 
 
-class UsageError(ValueError):
-    pass
-
-
-def parse_args(argv: list[str]) -> dict[str, Any]:
-    opts: dict[str, Any] = {"name": None, "samples": "true", "tracking_uri": "sqlite:///mlruns/mlflow.db"}
-    for arg in argv:
-        if arg in ("-h", "--help"):
-            print(__doc__.strip())
-            sys.exit(0)
-        key, eq, value = arg.lstrip("-").partition("=")
-        if not eq or key not in KEYS:
-            raise UsageError(f"unknown argument {arg!r}; expected key=value with key in {sorted(KEYS)}")
-        opts[key] = value
+def parse_args(argv: list[str] | None) -> dict[str, Any]:
+    """The options as a dict (tracking.uri as tracking_uri); a missing source or CSV is a UsageError."""
+    cfg = parse("evaluate", argv, __doc__, TEXT_KEYS)
+    opts = {key: value for key, value in OmegaConf.to_container(cfg, resolve=True).items() if key != "tracking"}
+    opts["tracking_uri"] = cfg.tracking.uri
     sources = [k for k in ("run_id", "model_uri", "sweep") if opts.get(k)]
     if len(sources) != 1:
         raise UsageError("pass exactly one of run_id=<id>, model_uri=models:/<name>@best or sweep=<study>")
     if not opts.get("csv"):
         raise UsageError("pass csv=/path/to/lyrics.csv (the Genius schema; .csv.gz, .csv.bz2 and .zip work too)")
-    if str(opts["samples"]).lower() not in ("true", "false"):
-        raise UsageError(f"samples must be true or false, not {opts['samples']!r}")
-    opts["samples"] = str(opts["samples"]).lower() == "true"
     name = opts["name"] or Path(opts["csv"]).name.split(".")[0]
     opts["name"] = re.sub(r"[^A-Za-z0-9_]+", "_", name).strip("_") or "eval"
     return opts
@@ -146,7 +137,7 @@ def run_id_of(opts: dict[str, Any]) -> str | None:
     from lyricslab.tracking.bundle import sweep_best_run
 
     if opts.get("run_id"):
-        return opts["run_id"]
+        return resolve_run_id(opts["run_id"])
     if opts.get("sweep"):
         return sweep_best_run(opts["sweep"])
     match = re.match(r"models:/([^@/]+)(?:@([^/]+)|/(\d+))?$", opts["model_uri"])
@@ -178,12 +169,13 @@ def main(argv: list[str] | None = None) -> int:
     from lyricslab.tracking.server import TrackingServerError, check_reachable
 
     try:
-        opts = parse_args(sys.argv[1:] if argv is None else argv)
+        opts = parse_args(argv)
         check_reachable(opts["tracking_uri"])  # in a second, not after MLflow's minutes of retries
     except (UsageError, TrackingServerError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    quiet_tensorflow()
     import mlflow
 
     from lyricslab.data import DataError

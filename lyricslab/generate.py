@@ -7,12 +7,6 @@
 Conditioned models (conditioning.fields) also take genre=, year= or decade=, artist= and lang=;
 an unknown value is an error that lists the ones the model knows (the run's conditioning.json).
 
-Options (key=value): prompt, structure (verse, chorus, bridge, ...: the section the song starts
-with), temperature (>0; default 0.8), top_k, top_p, sampler (random | greedy | beam),
-max_tokens (default 300), n (default 1), seed (default 0), out (or --out FILE),
-song_cache (true | false, default false: true mixes in the run's fitted song cache, so a line the
-song already sang can come back; it also feeds loops, more so at low temperatures),
-tracking_uri (default sqlite:///mlruns/mlflow.db).
 """
 
 from __future__ import annotations
@@ -21,40 +15,21 @@ import os
 import sys
 from pathlib import Path
 
-INTS = {"top_k", "max_tokens", "n", "seed"}
-FLOATS = {"temperature", "top_p"}
-CONDITIONS = {"genre", "tag", "year", "decade", "artist", "lang", "language"}  # see lyricslab.data.conditioning
-KEYS = {"run_id", "model_uri", "sweep", "prompt", "structure", "sampler", "out", "tracking_uri", "song_cache"} \
-    | INTS | FLOATS \
-    | CONDITIONS
+from omegaconf import OmegaConf
+
+from lyricslab.config.cli import parse
+from lyricslab.config.errors import UsageError
+from lyricslab.config.runtime import quiet_tensorflow
+
+CONDITIONS = ("genre", "year", "decade", "artist", "lang")  # see lyricslab.data.conditioning
+TEXT_KEYS = ("run_id", "model_uri", "sweep", "prompt", "structure", "out", "artist")
 
 
-class UsageError(ValueError):
-    pass
-
-
-def parse_args(argv: list[str]) -> dict:
-    opts: dict = {"prompt": "", "structure": "verse", "temperature": 0.8, "top_k": None, "top_p": None,
-                  "sampler": "random", "max_tokens": 300, "n": 1, "seed": 0, "out": None,
-                  "tracking_uri": "sqlite:///mlruns/mlflow.db", "song_cache": "false"}
-    args = list(argv)
-    while args:
-        arg = args.pop(0)
-        if arg in ("-h", "--help"):
-            print(__doc__.strip())
-            sys.exit(0)
-        if arg == "--out":
-            if not args:
-                raise UsageError("--out needs a file name")
-            opts["out"] = args.pop(0)
-            continue
-        key, eq, value = arg.lstrip("-").partition("=")
-        if not eq or key not in KEYS:
-            raise UsageError(f"unknown argument {arg!r}; expected key=value with key in {sorted(KEYS)}")
-        try:
-            opts[key] = int(value) if key in INTS else float(value) if key in FLOATS else value
-        except ValueError:
-            raise UsageError(f"{key} must be a number, not {value!r}") from None
+def parse_args(argv: list[str] | None) -> dict:
+    """The options as a dict (tracking.uri as tracking_uri); a value no generation can use is a UsageError."""
+    cfg = parse("generate", argv, __doc__, TEXT_KEYS)
+    opts = {key: value for key, value in OmegaConf.to_container(cfg, resolve=True).items() if key != "tracking"}
+    opts["tracking_uri"] = cfg.tracking.uri
     sources = [k for k in ("run_id", "model_uri", "sweep") if opts.get(k)]
     if len(sources) != 1:
         raise UsageError("pass exactly one of run_id=<id>, model_uri=models:/<name>@best or sweep=<study>")
@@ -63,9 +38,6 @@ def parse_args(argv: list[str]) -> dict:
     if opts["sampler"] == "random" and opts["temperature"] <= 0:
         raise UsageError(f"temperature must be > 0 (got {opts['temperature']}); for deterministic output use "
                          f"sampler=greedy")
-    if str(opts["song_cache"]).lower() not in ("true", "false"):
-        raise UsageError(f"song_cache must be true or false, not {opts['song_cache']!r}")
-    opts["song_cache"] = str(opts["song_cache"]).lower() == "true"
     if opts["n"] < 1 or opts["max_tokens"] < 1:
         raise UsageError("n and max_tokens must be at least 1")
     if opts["top_k"] is not None and opts["top_k"] < 1:
@@ -86,13 +58,13 @@ def main(argv: list[str] | None = None) -> int:
     from lyricslab.tracking.server import TrackingServerError, check_reachable
 
     try:
-        opts = parse_args(sys.argv[1:] if argv is None else argv)
+        opts = parse_args(argv)
         check_reachable(opts["tracking_uri"])  # in a second, not after MLflow's minutes of retries
     except (UsageError, TrackingServerError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    quiet_tensorflow()
     import mlflow
     from tqdm.auto import tqdm
 
@@ -111,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         with_prefix,
     )
 
-    request = {key: opts[key] for key in CONDITIONS if opts.get(key)}
+    request = {key: str(opts[key]) for key in CONDITIONS if opts.get(key) is not None}
     try:  # control tokens for genre=/year=/artist=...; an unknown value lists the known ones
         controls = bundle_conditions(bundle.cfg, bundle.tokenizer).request_prefix(request)
     except ConditionError as err:

@@ -108,13 +108,13 @@ def test_bert_generates_by_mask_filling_and_is_marked_on_the_leaderboard(trained
     from lyricslab import compare, generate
 
     run_id, uri, _, _ = trained_bert
-    args = [f"run_id={run_id}", f"tracking_uri={uri}", "max_tokens=10", "seed=2", "prompt=paper boats"]
+    args = [f"run_id={run_id}", f"tracking.uri={uri}", "max_tokens=10", "seed=2", "prompt=paper boats"]
     assert generate.main([*args, "--out", str(tmp_path / "a.txt")]) == 0
     assert generate.main([*args, "--out", str(tmp_path / "b.txt")]) == 0
     text = (tmp_path / "a.txt").read_text()
     assert "[Verse]" in text and "paper boats" in text and "[MASK]" not in text
     assert text == (tmp_path / "b.txt").read_text()
-    assert compare.main([f"tracking_uri={uri}", f"out={tmp_path}"]) == 0
+    assert compare.main([f"tracking.uri={uri}", f"out={tmp_path}"]) == 0
     row = next(line for line in (tmp_path / "leaderboard.md").read_text().splitlines() if run_id[:8] in line)
     assert "bert_mlm (masked LM)" in row
 

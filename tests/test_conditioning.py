@@ -266,7 +266,7 @@ def test_generate_takes_a_genre_and_rejects_an_unknown_one(conditioned_run, caps
     from lyricslab import generate
 
     run_id, uri, _, _ = conditioned_run
-    args = [f"run_id={run_id}", f"tracking_uri={uri}", "max_tokens=30", "sampler=greedy", "lang=en"]
+    args = [f"run_id={run_id}", f"tracking.uri={uri}", "max_tokens=30", "sampler=greedy", "lang=en"]
     assert generate.main([*args, "genre=rap"]) == 0
     rap = capsys.readouterr().out
     assert "genre=rap" in rap and "<tag:" not in rap and "yo" in rap

@@ -118,7 +118,7 @@ def generated_parts(output: str, prompt: str) -> list[str]:
 
 def test_generate_from_a_run_is_deterministic_with_a_seed(trained_run, tmp_path, capsys):
     run_id, uri, _, _ = trained_run
-    args = [f"run_id={run_id}", f"tracking_uri={uri}", "structure=chorus", "prompt=Oh", "max_tokens=40"]
+    args = [f"run_id={run_id}", f"tracking.uri={uri}", "structure=chorus", "prompt=Oh", "max_tokens=40"]
     assert generate.main([*args, "seed=3", "n=2", "--out", str(tmp_path / "a.txt")]) == 0
     assert generate.main([*args, "seed=3", "n=2", f"out={tmp_path / 'b.txt'}"]) == 0
     assert generate.main([*args, "seed=4", f"out={tmp_path / 'c.txt'}"]) == 0
@@ -177,7 +177,7 @@ def test_generate_errors_are_one_clear_line(trained_run, args, message, capsys):
     run_id, uri, _, _ = trained_run
     needs_source = args and not any(a.startswith("run_id") for a in args)
     base = [f"run_id={run_id}"] if needs_source else []
-    assert generate.main([*base, *args, f"tracking_uri={uri}"]) == 2
+    assert generate.main([*base, *args, f"tracking.uri={uri}"]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
 
@@ -189,7 +189,7 @@ def test_generate_refuses_a_run_without_a_model(trained_run, capsys):
     mlflow.set_tracking_uri(uri)
     with mlflow.start_run() as run:
         mlflow.log_param("x", 1)
-    assert generate.main([f"run_id={run.info.run_id}", f"tracking_uri={uri}"]) == 2
+    assert generate.main([f"run_id={run.info.run_id}", f"tracking.uri={uri}"]) == 2
     assert "has no model artifact" in capsys.readouterr().err
 
 
@@ -217,16 +217,16 @@ def test_leaderboard_rows_match_the_runs(trained_run, tmp_path, capsys):
     assert baseline.iloc[0]["test_bpc"] == pytest.approx(metrics["baseline_ngram_test_bpc"])
     assert list(compare.leaderboard("lyricslab", top=5, sort="val_bpc")["run"]) == list(table["run"])
 
-    assert compare.main([f"tracking_uri={uri}", f"out={tmp_path}"]) == 0
+    assert compare.main([f"tracking.uri={uri}", f"out={tmp_path}"]) == 0
     assert "warning" not in capsys.readouterr().err
     markdown = (tmp_path / "leaderboard.md").read_text()
     assert markdown.startswith("| run | model | tokenizer | params | best_val_bpc | test_bpc | test_perplexity |")
     assert "per token" in markdown.split("|\n\n")[-1]  # the legend under the table
     assert (tmp_path / "leaderboard.csv").read_text().startswith("run,model,tokenizer,params,best_val_bpc,")
-    assert compare.main([f"tracking_uri={uri}", f"out={tmp_path}", "sort=f1"]) == 0  # allowed, with a warning
+    assert compare.main([f"tracking.uri={uri}", f"out={tmp_path}", "sort=f1"]) == 0  # allowed, with a warning
     err = capsys.readouterr().err
     assert "warning: sort=f1 ranks runs by the test split (test_f1)" in err and "model selection" in err
-    assert compare.main([f"tracking_uri={uri}", "sort=nope"]) == 2
+    assert compare.main([f"tracking.uri={uri}", "sort=nope"]) == 2
     assert "sort must be one of" in capsys.readouterr().err
 
 
@@ -269,10 +269,10 @@ def test_generate_reads_tokenizer_from_the_run_root_and_reports_a_missing_one(tr
         mlflow.log_artifact(f"{local}/model/model.keras", "model")
         mlflow.log_artifacts(f"{local}/tokenizer", "tokenizer")
         mlflow.log_artifact(f"{local}/config.yaml")
-    assert generate.main([f"run_id={old_layout.info.run_id}", f"tracking_uri={uri}", "max_tokens=8"]) == 0
+    assert generate.main([f"run_id={old_layout.info.run_id}", f"tracking.uri={uri}", "max_tokens=8"]) == 0
     with mlflow.start_run() as no_tokenizer:
         mlflow.log_artifact(f"{local}/model/model.keras", "model")
-    assert generate.main([f"run_id={no_tokenizer.info.run_id}", f"tracking_uri={uri}"]) == 2
+    assert generate.main([f"run_id={no_tokenizer.info.run_id}", f"tracking.uri={uri}"]) == 2
     assert "has no tokenizer/ or config.yaml" in capsys.readouterr().err
 
 
@@ -431,7 +431,7 @@ def test_evaluate_on_a_csv_reproduces_the_runs_test_split(trained_run, tmp_path,
     raw = pd.read_csv(demo_path(), dtype=str, keep_default_na=False)
     raw[raw["id"].isin(test_ids)].to_csv(tmp_path / "held_out.csv", index=False)
 
-    assert evaluate.main([f"run_id={run_id}", f"tracking_uri={uri}", f"csv={tmp_path / 'held_out.csv'}"]) == 0
+    assert evaluate.main([f"run_id={run_id}", f"tracking.uri={uri}", f"csv={tmp_path / 'held_out.csv'}"]) == 0
     out = capsys.readouterr()
     assert "| held_out | value |" in out.out and "logged as eval_held_out_*" in out.err
     logged = mlflow.MlflowClient(uri).get_run(run_id).data.metrics
@@ -463,6 +463,6 @@ def test_evaluate_missing_csv_is_a_one_line_error(trained_run, tmp_path, capsys)
     from lyricslab import evaluate
 
     run_id, uri, _, _ = trained_run
-    assert evaluate.main([f"run_id={run_id}", f"tracking_uri={uri}", f"csv={tmp_path / 'nope.csv'}"]) == 2
+    assert evaluate.main([f"run_id={run_id}", f"tracking.uri={uri}", f"csv={tmp_path / 'nope.csv'}"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error: data file not found")

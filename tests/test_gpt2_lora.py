@@ -190,12 +190,12 @@ def test_generate_and_evaluate_from_the_run(trained_gpt2, tmp_path, capsys):
     from lyricslab.data.prepare import demo_path
 
     run_id, uri, _, _ = trained_gpt2
-    args = [f"run_id={run_id}", f"tracking_uri={uri}", "max_tokens=20", "seed=3", "prompt=I remember"]
+    args = [f"run_id={run_id}", f"tracking.uri={uri}", "max_tokens=20", "seed=3", "prompt=I remember"]
     assert generate.main([*args, "--out", str(tmp_path / "a.txt")]) == 0
     assert generate.main([*args, "--out", str(tmp_path / "b.txt")]) == 0
     text = (tmp_path / "a.txt").read_text()
     assert "[Verse]\nI remember" in text and text == (tmp_path / "b.txt").read_text()
-    assert evaluate.main([f"run_id={run_id}", f"tracking_uri={uri}", f"csv={demo_path()}", "samples=false"]) == 0
+    assert evaluate.main([f"run_id={run_id}", f"tracking.uri={uri}", f"csv={demo_path()}", "samples=false"]) == 0
     out = capsys.readouterr().out
     bpc = float(next(line for line in out.splitlines() if line.startswith("| bpc |")).split("|")[2])
     assert 0 < bpc < 20

@@ -101,7 +101,7 @@ def test_two_workers_share_a_postgres_study_and_log_through_the_server(services,
 
 def test_generate_from_the_registry_on_another_empty_host_folder(services, finished_sweep, tmp_path):  # noqa: F811
     out = subprocess.run([sys.executable, "-m", "lyricslab.generate", f"model_uri=models:/lyricslab-{STUDY}@best",
-                          f"tracking_uri={services.tracking_uri}", "max_tokens=10"], cwd=tmp_path, env=env(),
+                          f"tracking.uri={services.tracking_uri}", "max_tokens=10"], cwd=tmp_path, env=env(),
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "=== song 1 (models:/lyricslab-svc@best) ===" in out.stdout

@@ -135,8 +135,8 @@ def test_a_study_over_two_runs_logs_prunes_resumes_registers_and_reruns_its_best
     assert moved.run_id == study.best_trial.user_attrs["mlflow_run_id"] != first.run_id
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     capsys.readouterr()
-    assert generate.main(["model_uri=models:/lyricslab-t@best", f"tracking_uri={uri}", "max_tokens=10"]) == 0
-    assert generate.main(["sweep=t", f"tracking_uri={uri}", "max_tokens=10"]) == 0
+    assert generate.main(["model_uri=models:/lyricslab-t@best", f"tracking.uri={uri}", "max_tokens=10"]) == 0
+    assert generate.main(["sweep=t", f"tracking.uri={uri}", "max_tokens=10"]) == 0
     assert capsys.readouterr().out.count("=== song 1") == 2
 
     # best_config.yaml re-runs as one training of the best trial's configuration.

@@ -15,6 +15,7 @@ from lyricslab.scoring.song_cache import ARTIFACT as SONG_CACHE_ARTIFACT
 from lyricslab.scoring.song_cache import SongCache
 from lyricslab.text.factory import load_tokenizer
 from lyricslab.text.tokenizers import Tokenizer
+from lyricslab.tracking.runs import UnknownRunError, resolve_run_id
 
 MODEL_DIR = "model"
 
@@ -69,7 +70,10 @@ def load_run(run_id: str) -> Bundle:
     import mlflow
 
     try:
+        run_id = resolve_run_id(run_id)
         run = mlflow.get_run(run_id)
+    except UnknownRunError as err:
+        raise BundleError(str(err)) from None
     except mlflow.exceptions.MlflowException:
         raise BundleError(f"no MLflow run {run_id!r} in {mlflow.get_tracking_uri()}; copy a run id from "
                           f"`make ui` or the end of a training") from None

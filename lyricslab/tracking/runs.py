@@ -86,9 +86,13 @@ def ui_hint(uri: str, experiment_id: str | None = None) -> str:
 
 
 def git_commit() -> str | None:
+    """The checkout's commit; None for an installed package (a venv inside some other repository must not
+    tag runs with that repository's commit)."""
+    checkout = Path(lyricslab.__file__).resolve().parent.parent
+    if not (checkout / ".git").exists() or not (checkout / "pyproject.toml").exists():
+        return None
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(lyricslab.__file__).parent)
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=checkout)
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -136,3 +140,35 @@ def training_run(cfg: Any, parent_run_id: str | None = None, tags: dict[str, str
         raise
     else:
         mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
+
+
+class UnknownRunError(LookupError):
+    """No run, or several runs, match the id a user gave."""
+
+
+def resolve_run_id(given: str) -> str:
+    """The full run id of `given`, which may be a unique prefix (the leaderboard prints 8 characters).
+
+    MLflow's search filters take run ids by equality only, so a prefix is matched over the store's run
+    ids; a full 32-character id is returned as it is.
+    """
+    given = str(given).strip()
+    if re.fullmatch(r"[0-9a-f]{32}", given):
+        return given
+    client = mlflow.MlflowClient()
+    experiments = [e.experiment_id for e in client.search_experiments(view_type=mlflow.entities.ViewType.ALL)]
+    matches, token = [], None
+    while experiments:
+        page = client.search_runs(experiments, run_view_type=mlflow.entities.ViewType.ALL, max_results=5000,
+                                  page_token=token)
+        matches += [run.info.run_id for run in page if run.info.run_id.startswith(given)]
+        token = page.token
+        if not token:
+            break
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise UnknownRunError(f"no MLflow run {given!r} in {mlflow.get_tracking_uri()}; copy a run id (or its first 8 "
+                              f"characters) from `python -m lyricslab.compare`, `make ui` or the end of a training")
+    raise UnknownRunError(f"run id prefix {given!r} matches {len(matches)} runs ({', '.join(m[:12] for m in matches[:4])}"
+                          f"{', ...' if len(matches) > 4 else ''}); give more characters")
