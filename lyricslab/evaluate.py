@@ -14,7 +14,6 @@ samples against this CSV's own songs. The results are printed and logged to the 
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 import tempfile
@@ -24,22 +23,18 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from lyricslab.config.cli import parse
+from lyricslab.config.cli import exit_with, parse_model_command
 from lyricslab.config.errors import UsageError
-from lyricslab.config.runtime import quiet_tensorflow
+from lyricslab.tracking.bundle import BundleError, open_source
 from lyricslab.tracking.runs import resolve_run_id
+from lyricslab.tracking.server import TrackingServerError
 
 TEXT_KEYS = ("run_id", "model_uri", "sweep", "csv", "name")
 
 
 def parse_args(argv: list[str] | None) -> dict[str, Any]:
     """The options as a dict (tracking.uri as tracking_uri); a missing source or CSV is a UsageError."""
-    cfg = parse("evaluate", argv, __doc__, TEXT_KEYS)
-    opts = {key: value for key, value in OmegaConf.to_container(cfg, resolve=True).items() if key != "tracking"}
-    opts["tracking_uri"] = cfg.tracking.uri
-    sources = [k for k in ("run_id", "model_uri", "sweep") if opts.get(k)]
-    if len(sources) != 1:
-        raise UsageError("pass exactly one of run_id=<id>, model_uri=models:/<name>@best or sweep=<study>")
+    opts = parse_model_command("evaluate", argv, __doc__, TEXT_KEYS)
     if not opts.get("csv"):
         raise UsageError("pass csv=/path/to/lyrics.csv (the Genius schema; .csv.gz, .csv.bz2 and .zip work too)")
     name = opts["name"] or Path(opts["csv"]).name.split(".")[0]
@@ -50,7 +45,6 @@ def parse_args(argv: list[str] | None) -> dict[str, Any]:
 def read_csv_songs(data_cfg: Any, csv: str) -> Any:
     """Every song of `csv` that the run's filters keep, normalised as in training: a DataFrame with
     `lyrics` and the columns conditioning and the breakdown read (tag, artist, year, language, ...)."""
-    from omegaconf import OmegaConf
 
     from lyricslab.data import DataError
     from lyricslab.data.prepare import prepare_songs, resolve_path
@@ -166,32 +160,23 @@ def table(metrics: dict[str, float], name: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lyricslab.tracking.server import TrackingServerError, check_reachable
-
     try:
         opts = parse_args(argv)
-        check_reachable(opts["tracking_uri"])  # in a second, not after MLflow's minutes of retries
-    except (UsageError, TrackingServerError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    quiet_tensorflow()
+        bundle = open_source(opts)
+    except (UsageError, TrackingServerError, BundleError) as err:
+        return exit_with(err)
     import mlflow
 
     from lyricslab.data import DataError
-    from lyricslab.tracking.bundle import BundleError, load_source
 
-    mlflow.set_tracking_uri(opts["tracking_uri"])
     try:
-        bundle = load_source(opts.get("run_id"), opts.get("model_uri"), opts.get("sweep"))
         print(f"reading {opts['csv']} with the run's filters ...", file=sys.stderr)
         frame = read_csv_songs(bundle.cfg.data, opts["csv"])
         print(f"scoring {len(frame):,} songs with {bundle.source} ...", file=sys.stderr)
         metrics, notes = evaluate(bundle, frame["lyrics"].tolist(), opts["samples"], frame.to_dict("records"))
         run_id = run_id_of(opts)
     except (BundleError, DataError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return exit_with(err)
     print(table(metrics, opts["name"]))
     for note in notes:
         print(f"note: {note}", file=sys.stderr)

@@ -11,15 +11,13 @@ an unknown value is an error that lists the ones the model knows (the run's cond
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
-from lyricslab.config.cli import parse
+from lyricslab.config.cli import exit_with, parse_model_command
 from lyricslab.config.errors import UsageError
-from lyricslab.config.runtime import quiet_tensorflow
+from lyricslab.tracking.bundle import BundleError, open_source
+from lyricslab.tracking.server import TrackingServerError
 
 CONDITIONS = ("genre", "year", "decade", "artist", "lang")  # see lyricslab.data.conditioning
 TEXT_KEYS = ("run_id", "model_uri", "sweep", "prompt", "structure", "out", "artist")
@@ -27,12 +25,7 @@ TEXT_KEYS = ("run_id", "model_uri", "sweep", "prompt", "structure", "out", "arti
 
 def parse_args(argv: list[str] | None) -> dict:
     """The options as a dict (tracking.uri as tracking_uri); a value no generation can use is a UsageError."""
-    cfg = parse("generate", argv, __doc__, TEXT_KEYS)
-    opts = {key: value for key, value in OmegaConf.to_container(cfg, resolve=True).items() if key != "tracking"}
-    opts["tracking_uri"] = cfg.tracking.uri
-    sources = [k for k in ("run_id", "model_uri", "sweep") if opts.get(k)]
-    if len(sources) != 1:
-        raise UsageError("pass exactly one of run_id=<id>, model_uri=models:/<name>@best or sweep=<study>")
+    opts = parse_model_command("generate", argv, __doc__, TEXT_KEYS)
     if opts["sampler"] not in ("random", "greedy", "beam"):
         raise UsageError(f"sampler must be random, greedy or beam, not {opts['sampler']!r}")
     if opts["sampler"] == "random" and opts["temperature"] <= 0:
@@ -55,27 +48,13 @@ def start_text(structure: str, prompt: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lyricslab.tracking.server import TrackingServerError, check_reachable
-
     try:
         opts = parse_args(argv)
-        check_reachable(opts["tracking_uri"])  # in a second, not after MLflow's minutes of retries
-    except (UsageError, TrackingServerError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    quiet_tensorflow()
-    import mlflow
+        bundle = open_source(opts)
+    except (UsageError, TrackingServerError, BundleError) as err:
+        return exit_with(err)
     from tqdm.auto import tqdm
 
-    from lyricslab.tracking.bundle import BundleError, load_source
-
-    mlflow.set_tracking_uri(opts["tracking_uri"])
-    try:
-        bundle = load_source(opts.get("run_id"), opts.get("model_uri"), opts.get("sweep"))
-    except BundleError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     from lyricslab.data.conditioning import (
         ConditionError,
         bundle_conditions,

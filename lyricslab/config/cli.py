@@ -120,6 +120,18 @@ def check_types(defaults: DictConfig, cfg: DictConfig, prefix: str = "") -> None
             raise UsageError(f"{prefix}{key} must be a number, not {value!r}")
 
 
+def parse_model_command(command: str, argv: Sequence[str] | None, doc: str,
+                        text_keys: Sequence[str]) -> dict:
+    """For the commands that load a trained model (generate, evaluate): the options as a plain dict,
+    `tracking.uri` as `tracking_uri`, with exactly one of run_id, model_uri and sweep."""
+    cfg = parse(command, argv, doc, text_keys)
+    opts = {key: value for key, value in OmegaConf.to_container(cfg, resolve=True).items() if key != "tracking"}
+    opts["tracking_uri"] = cfg.tracking.uri
+    if len([key for key in ("run_id", "model_uri", "sweep") if opts.get(key)]) != 1:
+        raise UsageError("pass exactly one of run_id=<id>, model_uri=models:/<name>@best or sweep=<name>")
+    return opts
+
+
 def exit_with(err: Exception, code: int = 2) -> int:
     """Print the one-line error every command prints, and return its exit code."""
     print(f"error: {err}", file=sys.stderr)

@@ -6,16 +6,19 @@ It is logged as a run's `model/` artifact, so a run id or a registry version
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lyricslab.config.runtime import quiet_tensorflow
 from lyricslab.scoring.song_cache import ARTIFACT as SONG_CACHE_ARTIFACT
 from lyricslab.scoring.song_cache import SongCache
 from lyricslab.text.factory import load_tokenizer
 from lyricslab.text.tokenizers import Tokenizer
 from lyricslab.tracking.runs import UnknownRunError, resolve_run_id
+from lyricslab.tracking.server import check_reachable
 
 MODEL_DIR = "model"
 
@@ -130,3 +133,16 @@ def load_source(run_id: str | None = None, model_uri: str | None = None, sweep: 
     if model_uri:
         return load_model_uri(model_uri)
     return load_run(run_id or sweep_best_run(sweep))
+
+
+def open_source(opts: dict[str, Any]) -> Bundle:
+    """What generate and evaluate start with (`opts` from config.cli.parse_model_command): the tracking
+    store checked in a second (not after MLflow's minutes of retries), TensorFlow loaded quietly, then
+    the bundle that run_id, model_uri or sweep names."""
+    import mlflow
+
+    check_reachable(opts["tracking_uri"])
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    quiet_tensorflow()
+    mlflow.set_tracking_uri(opts["tracking_uri"])
+    return load_source(opts.get("run_id"), opts.get("model_uri"), opts.get("sweep"))
