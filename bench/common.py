@@ -32,6 +32,17 @@ def results_path() -> Path:
     return out_dir() / "results.json"
 
 
+def compose(overrides: list[str]):
+    """The project's Hydra config with these overrides, from the configs packaged in lyricslab."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from lyricslab.config.paths import CONF_DIR
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return hydra_compose("config", overrides=list(overrides))
+
+
 def interleaved(a: Callable[[], float], b: Callable[[], float], rounds: int = 5) -> tuple[float, float]:
     """Run a and b alternately, swapping which goes first each round (a b, b a, a b, ...), and
     return the best time of each.

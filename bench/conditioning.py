@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from bench.common import Target, check, out_dir, quick, record
+from bench.common import Target, check, compose, out_dir, quick, record
 
 ROOT = Path(__file__).resolve().parents[1]
 DEV_CSV = Path(os.environ.get("LYRICSLAB_DEV_CSV", ROOT.parent / "shared" / "data" / "lyrics_dev.csv"))
@@ -45,12 +45,6 @@ def overrides() -> list[str]:
     return [*common, "experiment=lyrics_lstm", f"data.path={DEV_CSV}", f"trainer.budget_minutes={BUDGET_MINUTES}"]
 
 
-def compose(extra: list[str]):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        return hydra_compose("config", overrides=extra)
 
 
 def tag_matrix(bundle, rows: list[dict]) -> dict[str, dict[str, float]]:

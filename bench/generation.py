@@ -116,7 +116,7 @@ def python_loops(model, cache, start: np.ndarray, tokens: int, window: int):
 def run() -> dict:
     from omegaconf import OmegaConf
 
-    from bench.throughput import compose
+    from bench.common import compose
     from lyricslab.models import build_model
     from lyricslab.models.decoding import make_cache, make_sampler
     from lyricslab.sampling.generation import generate_ids, generate_naive, prompt_ids

@@ -22,7 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.common import Target, check, out_dir, quick, record
+from bench.common import Target, check, compose, out_dir, quick, record
 
 TARGET_TRAINABLE = Target("<=", 0.05, "%")  # LoRA's trainable share of full fine-tuning's
 TARGET_STEP = Target("<=", 1.0, "x")        # LoRA step time / full fine-tuning step time
@@ -57,10 +57,10 @@ def measure_side(side: str, preset_dir: str) -> dict:
     import keras
     import numpy as np
 
-    from bench.throughput import compose
     from lyricslab.models import build_model
     from lyricslab.text.preset_tokenizers import GPT2BPETokenizer
-    from lyricslab.training.train import compile_model, configure_runtime
+    from lyricslab.training.fitting import configure_runtime
+    from lyricslab.training.train import compile_model
 
     batch, seq_len, steps = shapes()
     cfg = compose(["model=gpt2_lora", f"model.preset={preset_dir}", f"trainer.seq_len={seq_len}", *SIDES[side]])

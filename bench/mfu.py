@@ -39,7 +39,7 @@ def matmul_flops_per_second(n: int = 2048, repeats: int = 8) -> float:
 def default_vocab() -> tuple[str, int]:
     """The default config's tokenizer kind and the vocabulary it learns from the demo corpus."""
     from bench.common import out_dir
-    from bench.throughput import compose
+    from bench.common import compose
     from lyricslab.data.prepare import load_splits
     from lyricslab.text.factory import train_tokenizer
 

@@ -27,7 +27,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from bench.common import Target, check, out_dir, quick, record
+from bench.common import Target, check, compose, out_dir, quick, record
 
 ROOT = Path(__file__).resolve().parents[1]
 DEV_CSV = ROOT.parent / "shared" / "data" / "lyrics_dev.csv"
@@ -53,12 +53,6 @@ COMPARISONS = {
 }
 
 
-def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        return hydra_compose("config", overrides=overrides)
 
 
 def train_variant(overrides: list[str], minutes: float, store: Path) -> tuple[dict, str]:

@@ -18,7 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bench.common import Target, check, interleaved, quick, record, timed  # noqa: E402
+from bench.common import Target, check, compose, interleaved, quick, record, timed  # noqa: E402
 
 VOCAB = 2000  # the default subword vocabulary
 TARGET_RATIO = Target(">=", 1.0, "x")  # plain Keras epoch time / lyricslab epoch time
@@ -28,14 +28,6 @@ def steps() -> int:
     return 2 if quick() else 12
 
 
-def compose(overrides):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    from lyricslab.sweeps.spec import CONF_DIR
-
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return hydra_compose("config", overrides=overrides)
 
 
 def plain_rnn(cfg, vocab: int) -> keras.Model:
