@@ -58,7 +58,8 @@ def test_each_documented_command_parses(name, args):
     elif name == "sweep":
         sweep_args(args)
     elif name == "presets":
-        assert not args or args[0] in ("tiny-gpt2", "tiny-bert")
+        cfg = compose_command(name, to_overrides(name, args, ("kind", "out"), positional=("kind", "out")))
+        assert cfg.kind in ("tiny-gpt2", "tiny-bert", None)
     else:
         compose_command(name, to_overrides(name, args, TEXT_KEYS[name]))
 

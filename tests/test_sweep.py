@@ -19,6 +19,7 @@ from conftest import ROOT, tiny
 
 from lyricslab import sweep
 from lyricslab.sweeps import objectives
+from lyricslab.sweeps import study as sweep_study
 
 SWEEP = """# tiny test sweep
 study_name: {name}
@@ -90,7 +91,7 @@ def test_a_study_over_two_runs_logs_prunes_resumes_registers_and_reruns_its_best
     returned, real_train = [], lyricslab.training.train.train
     monkeypatch.setattr(lyricslab.training.train, "train", lambda *a, **k: returned.append(real_train(*a, **k)) or returned[-1])
     args = setup_sweep(tmp_path, n=1, pruner="median", params="  optimizer.learning_rate: choice(0.01, 1e-9)\n")
-    study = sweep.open_study(sweep.load(*[sweep.parse_args(args)[i] for i in (0, 3, 4)]))
+    study = sweep_study.open_study(sweep.load(*[sweep.parse_args(args)[i] for i in (0, 3, 4)]))
     study.enqueue_trial({"optimizer.learning_rate": 1e-9})  # cannot move the weights: a poor first "best"
     assert sweep.main(args) == 0
     client = mlflow.MlflowClient()
@@ -260,7 +261,7 @@ def test_a_resume_fails_and_requeues_the_trial_of_a_dead_worker_even_when_n_tria
     from lyricslab.sweeps.workers import HOST
 
     args = setup_sweep(tmp_path, n=1, params="  optimizer.learning_rate: choice(0.01, 0.003)\n")
-    study = sweep.open_study(sweep.load(*[sweep.parse_args(args)[i] for i in (0, 3, 4)]))
+    study = sweep_study.open_study(sweep.load(*[sweep.parse_args(args)[i] for i in (0, 3, 4)]))
     dist = {"optimizer.learning_rate": optuna.distributions.CategoricalDistribution([0.01, 0.003])}
     study.add_trial(optuna.trial.create_trial(params={"optimizer.learning_rate": 0.01}, distributions=dist, value=3.0))
     gone = subprocess.Popen(["true"])

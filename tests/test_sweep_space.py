@@ -3,6 +3,7 @@
 import optuna
 import pytest
 
+from lyricslab.sweeps import study as sweep_study
 from lyricslab.sweeps.space import SpaceError, parse_space, sample, to_overrides
 from lyricslab.sweeps.spec import load_spec, validate
 
@@ -121,13 +122,12 @@ def test_shipped_sweeps_are_valid():
 
 def trial_configs(spec, n=12):
     """(searched params, composed config) of n randomly sampled trials, without training."""
-    from lyricslab import sweep
 
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     out = []
     for _ in range(n):
         trial = study.ask()
-        cfg = sweep.compose_trial(spec, sample(trial, spec.space, spec.fixed_values))
+        cfg = sweep_study.compose_trial(spec, sample(trial, spec.space, spec.fixed_values))
         out.append((trial.params, cfg))
         study.tell(trial, 1.0)
     return out
