@@ -4,6 +4,7 @@ import re
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT, tiny
 
 
@@ -44,3 +45,18 @@ def test_bad_data_path_is_one_clear_line(tmp_path):
 def test_unknown_config_option_is_rejected():
     out = run_cli("model=lstmm")
     assert out.returncode != 0 and "lstmm" in out.stderr
+
+
+@pytest.mark.parametrize("command", ["run", "sweep", "generate", "evaluate", "compare", "presets"])
+def test_every_command_answers_help_and_refuses_an_unknown_key_in_one_line(command):
+    def call(*args):
+        return subprocess.run([sys.executable, "-m", "lyricslab", command, *args], cwd=ROOT, capture_output=True,
+                              text=True, timeout=300)
+
+    helped = call("--help")
+    assert helped.returncode == 0, helped.stderr[-2000:]
+    assert "key=value" in helped.stdout or "Configuration groups" in helped.stdout or "usage" in helped.stdout
+    refused = call("colour=red")
+    assert refused.returncode == 2, refused.stdout[-2000:] + refused.stderr[-2000:]
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "colour" in lines[0], refused.stderr[-2000:]
