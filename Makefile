@@ -9,11 +9,13 @@ PORT    ?= 5000
 ARGS    ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run sweep ui services test bench clean
+.PHONY: help install run sweep ui services test test-fast bench clean
 
 help: ## List the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
-	@echo "  Variables: ARGS='model=gru trainer.epochs=3' SWEEP=demo|rnn|transformer|all WORKERS=N PORT=5000"
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@echo "  Variables: ARGS='model=gru trainer.epochs=3' WORKERS=N PORT=5000"
+	@echo "             SWEEP=demo (built-in corpus, a few minutes) | rnn | transformer | all | budget (real lyrics: add"
+	@echo "             ARGS='data.path=/path/to/song_lyrics.csv') | gpt2_lora (needs a GPT-2 preset)"
 
 install: $(STAMP) ## Create .venv and install lyricslab (editable) with its test tools
 
@@ -26,18 +28,21 @@ $(STAMP): pyproject.toml
 run: install ## Train one model: make run ARGS='model=lstm trainer.epochs=5'
 	$(BIN)/python -m lyricslab.run $(ARGS)
 
-sweep: install ## Optuna sweep: make sweep [SWEEP=demo] [WORKERS=1] [ARGS='n_trials=4']
+sweep: install ## Optuna sweep (demo: 12 trials on the built-in corpus, a few minutes): make sweep [SWEEP=demo] [WORKERS=1] [ARGS='n_trials=4']
 	$(BIN)/python -m lyricslab.sweep sweep=$(SWEEP) workers=$(WORKERS) $(ARGS)
 
-ui: install ## MLflow UI for mlruns/ on http://127.0.0.1:$(PORT)
+ui: install ## MLflow UI for the local store (sqlite:///mlruns/mlflow.db) on http://127.0.0.1:$(PORT)
 	@mkdir -p mlruns
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --host 127.0.0.1 --port $(PORT)
 
 services: install ## PostgreSQL + MLflow server for sweeps across hosts: make services [ARGS=status|down]
 	PYTHON=$(abspath $(BIN))/python scripts/services.sh $(if $(ARGS),$(ARGS),up)
 
-test: install ## Run the test suite (tiny models, a few minutes on 2 cores)
+test: install ## The full test suite, as CI runs it (tiny models, real PostgreSQL + MLflow servers): make test [ARGS="-k sweep"]
 	$(BIN)/python -m pytest -q $(ARGS)
+
+test-fast: install ## The quick subset of the tests (pytest -m "not slow")
+	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
 
 bench: install ## Benchmarks, then BENCHMARKS.md from their results: make bench [ARGS='--quick' | ARGS='mfu ingest' | ARGS='sweep load']
 	$(BIN)/python -m bench $(ARGS)
