@@ -75,7 +75,8 @@ def evaluate(bundle: Any, songs: list[str], with_samples: bool = True,
     tokens and the per-tag and per-language bits/char (`bpc_tag_rap`, ...).
     """
     from lyricslab.data.conditioning import conditioned_songs
-    from lyricslab.scoring.breakdown import bpc_by_group, columns_of, scorer_for
+    from lyricslab.scoring.breakdown import columns_of
+    from lyricslab.scoring.held_out import char_count, score_songs
     from lyricslab.scoring.ngram import baseline_bpc
     from lyricslab.scoring.scorers import full_context_scorer
 
@@ -84,36 +85,19 @@ def evaluate(bundle: Any, songs: list[str], with_samples: bool = True,
         from lyricslab.training.masked_lm import evaluate_songs
 
         return evaluate_songs(bundle, songs), ["a masked LM (model=bert_mlm): masked-token metrics, no bits/char"]
-    texts = conditioned_songs(bundle.cfg, bundle.tokenizer, rows, songs) if rows is not None else songs
-    stream = bundle.tokenizer.encode_songs(texts)
-    chars = sum(len(s) + 1 for s in songs)  # +1: the end-of-song mark, as in training; control tokens are not chars
-    unscored = getattr(bundle.tokenizer, "control_ids", list)()
-    scorer = full_context_scorer(bundle.model, bundle.cfg.trainer, unscored)
-    scores = scorer(stream, keep_predictions=True)
-    metrics = scores.metrics(chars, "")
-    if bundle.song_cache is not None and scores.token_nll is not None:  # the run's fitted weights, as in training
-        import numpy as np
-
-        from lyricslab.scoring.song_cache import cache_features
-        from lyricslab.text.tokenizers import EOS_ID
-        from lyricslab.text.windows import with_start
-
-        features = cache_features(with_start(stream), EOS_ID, bundle.song_cache.max_context)
-        metrics["bpc_song_cache"] = bundle.song_cache.bits(np.exp(-scores.token_nll), features) / max(chars, 1)
-    if rows is not None:
-        metrics.update(bpc_by_group(scorer_for(scorer, bundle.tokenizer), texts, songs, rows,
-                                    columns_of(bundle.cfg), ""))
-    metrics["songs"], metrics["chars"] = float(len(songs)), float(chars)
     train = training_songs(bundle.cfg)
     order = (bundle.cfg.get("baseline") or {}).get("order") or 8
+    base = None if train is None else baseline_bpc(train, {"eval": songs}, int(order))["eval"]
     if train is None:
         notes.append("baseline skipped: the run's training data is not on this machine")
-    else:
-        base = baseline_bpc(train, {"eval": songs}, int(order))["eval"]
-        metrics["baseline_ngram_bpc"] = base
-        metrics["bpc_vs_baseline"] = metrics["bpc"] / base
-        if "bpc_song_cache" in metrics:
-            metrics["bpc_song_cache_vs_baseline"] = metrics["bpc_song_cache"] / base
+    texts = conditioned_songs(bundle.cfg, bundle.tokenizer, rows, songs) if rows is not None else songs
+    unscored = getattr(bundle.tokenizer, "control_ids", list)()
+    scorer = full_context_scorer(bundle.model, bundle.cfg.trainer, unscored)
+    # The scoring tail of training's test split (the run's fitted song cache included), without a prefix.
+    metrics, _ = score_songs(scorer, bundle.tokenizer, bundle.tokenizer.encode_songs(texts), texts, songs, rows=rows,
+                             columns=columns_of(bundle.cfg) if rows is not None else (),
+                             song_cache=bundle.song_cache, baseline=base)
+    metrics["songs"], metrics["chars"] = float(len(songs)), float(char_count(songs))
     if with_samples:
         from lyricslab.sampling.generation import write_samples
         from lyricslab.scoring.lyric_metrics import sample_metrics
