@@ -17,9 +17,7 @@ it is much slower than the causal models' cached decoding.
 
 from __future__ import annotations
 
-import json
 import math
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -27,7 +25,6 @@ from typing import Any, Callable, Sequence
 import keras
 import mlflow
 import numpy as np
-from omegaconf import OmegaConf
 
 from lyricslab.data.normalize import render_structure_tags
 from lyricslab.data.prepare import SPLITS
@@ -35,21 +32,8 @@ from lyricslab.models import build_model
 from lyricslab.models.lora import lora_layer_paths
 from lyricslab.sampling.generation import unescape_prompt
 from lyricslab.text.factory import train_tokenizer
-from lyricslab.tracking import runs as tracking
-from lyricslab.tracking.bundle import save_bundle
-from lyricslab.training.budget import Budget
-from lyricslab.training.callbacks import ThroughputProbe
-from lyricslab.training.fitting import (  # first: TF loads quietly
-    MlflowEpochLogger,
-    StopOnNonFiniteLoss,
-    budget_callbacks,
-    log_model_size,
-    prepare_run,
-    progress_verbosity,
-    steps_per_round,
-    stopped_by,
-)
-from lyricslab.training.optim import build_optimizer
+from lyricslab.training import loop
+from lyricslab.training.fitting import prepare_run
 
 EVAL_SEED = 1234  # val/test masks: the same tokens every round and every run
 
@@ -222,7 +206,8 @@ def samples(model: keras.Model, tok: Any, cfg: Any, path: Path) -> None:
 def train_masked_lm(cfg: Any, callbacks: Sequence[keras.callbacks.Callback] = (), parent_run_id: str | None = None,
                     tags: dict[str, str] | None = None, on_run_start: Callable[[str], None] | None = None,
                     clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
-    """lyricslab.training.train.train for a masked LM: same data, budget, MLflow run and bundle; masked-token metrics."""
+    """lyricslab.training.train.train for a masked LM: the same data, skeleton (lyricslab.training.loop),
+    MLflow run and bundle; early stopping on val_masked_nll; masked-token metrics."""
     started = time.perf_counter()
     tr = cfg.trainer
     splits, texts = prepare_run(cfg)
@@ -231,57 +216,24 @@ def train_masked_lm(cfg: Any, callbacks: Sequence[keras.callbacks.Callback] = ()
     rate = float(cfg.model.mask_rate)
     val, test = MaskedSet(rows["val"], tok, rate), MaskedSet(rows["test"], tok, rate)
     batches = max(len(rows["train"]) // int(tr.batch_size), 1)
-    sized = bool(tr.steps_per_epoch or tr.get("eval_every_steps") or tr.get("eval_every_minutes"))
-    train_ds = training_batches(rows["train"], tok, cfg, repeat=sized)
+    train_ds = training_batches(rows["train"], tok, cfg, repeat=loop.repeats(tr))
 
-    def probe() -> float:  # a throwaway copy, as lyricslab.training.train.measure_steps_per_second
-        copy = build_model(cfg, tok.vocab_size)
-        compile_masked_lm(copy, build_optimizer(cfg, 1))
-        timer = ThroughputProbe()
-        copy.fit(train_ds, epochs=1, steps_per_epoch=50, shuffle=False, verbose=0, callbacks=[timer])
-        return timer.steps_per_second()
-
-    with tracking.training_run(cfg, parent_run_id=parent_run_id, tags={**(tags or {}), "objective": "masked_lm"}) as run:
-        if on_run_start:
-            on_run_start(run.info.run_id)
+    with loop.training_run(cfg, parent_run_id, {**(tags or {}), "objective": "masked_lm"}, on_run_start):
         model = build_model(cfg, tok.vocab_size)
-        budget = Budget(tr.budget_minutes, clock) if tr.get("budget_minutes") else None
-        if budget is not None:
-            budget.start()
-        steps = steps_per_round(tr, batches, probe)
-        compile_masked_lm(model, build_optimizer(cfg, steps, budget=budget is not None))
-        trainable = log_model_size(model, tok.vocab_size)
-        stopper = keras.callbacks.EarlyStopping(monitor="val_masked_nll", mode="min", patience=tr.patience,
-                                                restore_best_weights=True)
-        fit_list = [MaskedValidation(val, int(tr.batch_size)), MlflowEpochLogger(), StopOnNonFiniteLoss(), stopper,
-                    *budget_callbacks(cfg, budget), *callbacks]
-        fit_start = time.perf_counter()
-        history = model.fit(train_ds, epochs=1_000_000 if budget else tr.epochs, steps_per_epoch=steps,
-                            shuffle=False, callbacks=fit_list, verbose=progress_verbosity(tr.verbose)).history
-        fit_seconds = time.perf_counter() - fit_start
-        best = int(np.argmin(history["val_masked_nll"]))
+        rounds = loop.begin_rounds(cfg, model, batches, compile_masked_lm, clock=clock, vocab_size=tok.vocab_size,
+                                   probe=lambda: loop.probe_steps_per_second(build_model(cfg, tok.vocab_size),
+                                                                             compile_masked_lm, cfg, train_ds))
+        scoring = [MaskedValidation(val, int(tr.batch_size))]
+        rounds.fit(train_ds, loop.round_callbacks(cfg, "val_masked_nll", scoring, callbacks, rounds.budget))
         metrics = masked_scores(model, test, int(tr.batch_size), "test_", keep_predictions=True)
         metrics["test_accuracy"] = metrics["test_masked_accuracy"]  # the leaderboard's column, marked as masked LM
-        metrics.update({"best_val_masked_nll": float(history["val_masked_nll"][best]),
-                        "best_val_masked_accuracy": float(history["val_masked_accuracy"][best]),
-                        "best_round": float(best + 1), "rounds_run": float(len(history["val_masked_nll"])),
-                        "params": float(model.count_params()), "trainable_params": float(trainable),
-                        "train_seconds": fit_seconds})
-        if budget is not None:
-            metrics.update({"budget_minutes": budget.minutes, "budget_used_minutes": budget.used_minutes()})
-        mlflow.set_tag("stopped_by", stopped_by(fit_list))
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp)
-            (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-            tok.save(out / "tokenizer")
-            save_bundle(out / "model", model, tok, cfg)
+        metrics.update(rounds.summary(model, ("val_masked_nll", "val_masked_accuracy")))
+        with loop.run_artifacts(cfg, tok, model, splits.summary()) as out:
             if lora_layer_paths(model.backbone):
                 model.backbone.save_lora_weights(str(out / "model" / "backbone.lora.h5"))  # the head is in model.keras
-            (out / "data_summary.json").write_text(json.dumps(splits.summary(), indent=2))
             sample_start = time.perf_counter()
             samples(model, tok, cfg, out / "samples.txt")
             metrics["sample_seconds"] = time.perf_counter() - sample_start
-            mlflow.log_artifacts(tmp)
         metrics["wall_seconds"] = time.perf_counter() - started
         mlflow.log_metrics(metrics)
     return metrics

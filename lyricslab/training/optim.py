@@ -59,8 +59,10 @@ def build_optimizer(cfg: Any, steps_per_epoch: int, budget: bool = False) -> ker
     return instantiate(cfg.optimizer)(learning_rate=schedule, clipnorm=float(clip) if clip else None)
 
 
-def scheduler_callbacks(cfg: Any) -> list[keras.callbacks.Callback]:
-    if cfg.name == "plateau":  # on the full-context val_bpc, the number the run is judged by
-        return [keras.callbacks.ReduceLROnPlateau(monitor="val_bpc", mode="min", factor=cfg.factor,
+def scheduler_callbacks(cfg: Any, monitor: str = "val_bpc") -> list[keras.callbacks.Callback]:
+    """plateau: lower the lr when `monitor` stalls (a causal LM's full-context val_bpc, the number the
+    run is judged by; a masked LM's val_masked_nll). The other schedules need no callback."""
+    if cfg.name == "plateau":
+        return [keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode="min", factor=cfg.factor,
                                                   patience=cfg.patience, min_lr=cfg.min_lr, verbose=0)]
     return []

@@ -9,8 +9,8 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -23,58 +23,54 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from lyricslab.data.conditioning import ARTIFACT as CONDITIONING_ARTIFACT
-from lyricslab.data.conditioning import condition_splits, control_fields
-from lyricslab.data.prepare import SPLITS
+from lyricslab.data.conditioning import Conditioned, condition_splits, control_fields
+from lyricslab.data.prepare import SPLITS, Splits
 from lyricslab.models import build_model
 from lyricslab.models.rnn import build_rnn
 from lyricslab.sampling.generation import write_samples
-from lyricslab.scoring.breakdown import bpc_by_group, columns_of, scorer_for
+from lyricslab.scoring.breakdown import columns_of
+from lyricslab.scoring.held_out import (
+    char_count,
+    fit_song_cache,
+    ngram_baseline,
+    score_songs,
+)
 from lyricslab.scoring.lyric_metrics import sample_metrics
-from lyricslab.scoring.ngram import baseline_bpc
 from lyricslab.scoring.scorers import full_context_scorer, score_windows
 from lyricslab.scoring.song_cache import ARTIFACT as SONG_CACHE_ARTIFACT
-from lyricslab.scoring.song_cache import SongCache, fit_and_score
 from lyricslab.text.factory import load_tokenizer, train_tokenizer
-from lyricslab.text.tokenizers import EOS_ID, TOKENIZER_CACHE_VERSION, Tokenizer
-from lyricslab.text.windows import (
-    Windows,
-    carried_batches,
-    make_windows,
-    to_dataset,
-    with_start,
-)
-from lyricslab.tracking import runs as tracking
-from lyricslab.tracking.bundle import save_bundle
+from lyricslab.text.tokenizers import TOKENIZER_CACHE_VERSION, Tokenizer
+from lyricslab.text.windows import Windows, carried_batches, make_windows, to_dataset
 from lyricslab.tracking.plots import learning_curves
 from lyricslab.training.budget import Budget
 from lyricslab.training.callbacks import (
     DerivedMetrics,
     FullContextValidation,
     ResetStatesEachPass,
-    RoundProgress,
-    ThroughputProbe,
 )
-from lyricslab.training.fitting import (  # noqa: E402,F401
-    MlflowEpochLogger,
+from lyricslab.training.fitting import (  # noqa: F401  NonFiniteLoss, steps_per_round: re-exported
     NonFiniteLoss,
-    StopOnNonFiniteLoss,
-    budget_callbacks,
-    diverged_as_non_finite_loss,
-    log_model_size,
     prepare_run,
-    progress_verbosity,
     steps_per_round,
-    stopped_by,
 )
 from lyricslab.training.flops import (
     matmul_peak,
     model_flop_utilisation,
     training_flops_per_token,
 )
+from lyricslab.training.loop import (
+    Rounds,
+    begin_rounds,
+    probe_steps_per_second,
+    repeats,
+    round_callbacks,
+    run_artifacts,
+    training_run,
+)
 from lyricslab.training.masked_lm import train_masked_lm
-from lyricslab.training.optim import build_optimizer, scheduler_callbacks
 
-MAX_ROUNDS = 1_000_000  # under a budget: "unbounded"; the budget or early stopping ends the fit
+# The round's full-context val metrics whose restored (best) round the run reports as best_*.
+BEST_OF = ("val_bpc", "val_nll", "val_perplexity", "val_accuracy", "val_top5_accuracy")
 
 
 def compile_model(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> None:
@@ -114,69 +110,18 @@ def training_windows(tr: Any, stream: np.ndarray) -> Windows:
     return make_windows(stream, tr.seq_len, pad_last=False)
 
 
-PROBE_MAX_STEPS = 200  # a throughput probe stops sooner: see ThroughputProbe
-
-
 def measure_steps_per_second(cfg: Any, vocab_size: int, train_ds: Any,
                              controls: Sequence[tuple[int, str]] = ()) -> float:
-    """Training steps per second of a throwaway copy of the model (same shapes, optimizer and batches).
-
-    A copy, so the real run's weights, optimizer state and step-keyed lr schedule (which needs the
-    round size this sizes) are untouched; the price is one more graph trace and a few steps.
-    """
-    probe = build_training_model(cfg, vocab_size, controls)
-    compile_model(probe, build_optimizer(cfg, 1))
-    timer = ThroughputProbe()
-    probe.fit(train_ds, epochs=1, steps_per_epoch=PROBE_MAX_STEPS, shuffle=False, verbose=0, callbacks=[timer])
-    return timer.steps_per_second()
+    """Training steps per second of a throwaway copy of the model (lyricslab.training.loop.probe_steps_per_second)."""
+    return probe_steps_per_second(build_training_model(cfg, vocab_size, controls), compile_model, cfg, train_ds)
 
 
 def fit_callbacks(cfg: Any, derived: DerivedMetrics, validation: FullContextValidation,
                   extra: Sequence[keras.callbacks.Callback] = (), budget: Budget | None = None
                   ) -> list[keras.callbacks.Callback]:
-    """The callbacks of every fit, in the order they must run: Keras hands each the same logs dict,
-    so the derived and full-context val metrics come first, then whatever reads them; the
-    progress line last, so it shows them all.
-
-    EarlyStopping restores the best round's weights at the end of training whoever stopped it
-    (Keras 3 restores in on_train_end whenever it has seen a round), so a budget stop ends on them too.
-    """
-    callbacks = [derived, validation, MlflowEpochLogger(), StopOnNonFiniteLoss(),
-                 keras.callbacks.EarlyStopping(monitor="val_bpc", mode="min", patience=cfg.trainer.patience,
-                                               restore_best_weights=True),
-                 *scheduler_callbacks(cfg.scheduler)]
-    return [*callbacks, *budget_callbacks(cfg, budget), *extra, RoundProgress(budget)]
-
-
-def evaluate_test(model: keras.Model, scorer: Any, stream: np.ndarray, chars: int, seq_len: int,
-                  batch_size: int, unscored_ids: Sequence[int] = ()) -> tuple[dict[str, float], np.ndarray | None]:
-    """Full-context test metrics, plus `test_bpc_windowed` (non-overlapping windows, no carried
-    context) to show what the cheap measure would have reported for the same weights; and the
-    per-token NLL of the full-context pass, for the song cache."""
-    scores = scorer(stream, keep_predictions=True)
-    metrics = scores.metrics(chars, "test_")
-    windowed = score_windows(model, make_windows(stream, seq_len, pad_last=True), batch_size,
-                             unscored_ids=unscored_ids)
-    metrics["test_bpc_windowed"] = windowed.metrics(chars, "")["bpc"]
-    return metrics, scores.token_nll
-
-
-def song_cache_max_context(cfg: Any) -> int | None:
-    value = (cfg.get("song_cache") or {}).get("max_context")
-    return int(value) if value else None
-
-
-def with_song_cache(cfg: Any, streams: dict[str, np.ndarray], token_nll: dict[str, np.ndarray | None],
-                    chars: dict[str, int]) -> tuple[SongCache | None, dict[str, float]]:
-    """The model mixed with the song cache (lyricslab.scoring.song_cache): weights fitted on the val split's
-    per-token probabilities (the restored round's), then `val_bpc_song_cache` (fitted on itself, so a
-    little optimistic) and `test_bpc_song_cache` (songs never used to fit anything)."""
-    max_context = song_cache_max_context(cfg)
-    if max_context is None or any(nll is None for nll in token_nll.values()):
-        return None, {}
-    splits = {name: (with_start(streams[name]), np.exp(-token_nll[name])) for name in token_nll}
-    cache, bits = fit_and_score(splits, EOS_ID, max_context)
-    return cache, {f"{name}_bpc_song_cache": bits[name] / max(chars[name], 1) for name in bits}
+    """The shared round callbacks (lyricslab.training.loop.round_callbacks), early stopping on the
+    full-context val_bpc: the derived train metrics, then the validation round that adds val_bpc."""
+    return round_callbacks(cfg, "val_bpc", [derived, validation], extra, budget)
 
 
 def tokenize_splits(tok_cfg: Any, texts: dict[str, list[str]], cache_path: Path | None
@@ -206,20 +151,84 @@ def tokenize_splits(tok_cfg: Any, texts: dict[str, list[str]], cache_path: Path 
     return tokenizer, streams
 
 
-def ngram_baseline(cfg: Any, texts: dict[str, list[str]], cache_path: Path | None) -> dict[str, float]:
-    """The Kneser-Ney character n-gram's val/test bits/char on these splits (`baseline.order`; null: off).
+@dataclass
+class Corpus:
+    """A causal run's data: the splits' lyrics, the songs as the model reads them (control prefixes),
+    their token streams and character counts, and the training batches."""
 
-    Fitted on the train split once per data config (cached beside the prepared splits), so every
-    run and sweep trial on the same data carries the same reference numbers.
-    """
-    order = (cfg.get("baseline") or {}).get("order")
-    if not order:
-        return {}
-    cache = Path(f"{cache_path}-ngram{int(order)}.json") if cache_path is not None else None
-    bpc = baseline_bpc(texts["train"], {"val": texts["val"], "test": texts["test"]}, int(order), cache,
-                       song_cache=song_cache_max_context(cfg))
-    # baseline_ngram_test_bpc, and with the song cache baseline_ngram_test_song_cache_bpc
-    return {f"baseline_ngram_{name}_bpc": value for name, value in bpc.items()}
+    splits: Splits
+    texts: dict[str, list[str]]  # lyrics only, by split
+    conditioned: Conditioned  # the model's songs, control prefixes included
+    tokenizer: Tokenizer
+    streams: dict[str, np.ndarray]
+    chars: dict[str, int]
+    batches: int  # training batches in one pass
+    train_ds: Any
+
+    @property
+    def unscored(self) -> list[int]:
+        """Control tokens: given to the model, never scored."""
+        return getattr(self.tokenizer, "control_ids", list)()
+
+    def summary(self) -> dict[str, Any]:
+        summary = self.splits.summary()
+        for name in SPLITS:
+            summary[name]["tokens"] = int(len(self.streams[name]))
+        summary["vocab_size"] = self.tokenizer.vocab_size
+        return summary
+
+
+def load_corpus(cfg: Any) -> Corpus:
+    """Check the trainer settings, read the splits, condition, tokenize and batch them."""
+    tr = cfg.trainer
+    splits, texts = prepare_run(cfg)
+    conditioned = condition_splits(cfg, splits)  # control tokens before each song; the same texts when off
+    tokenizer, streams = tokenize_splits(cfg.tokenizer, conditioned.texts, conditioned.cache_path)
+    windows = training_windows(tr, streams["train"])
+    carried = bool(tr.get("carry_state"))
+    train_ds = to_dataset(windows, tr.batch_size, shuffle=not carried, seed=tr.seed, repeat=repeats(tr) or carried)
+    return Corpus(splits, texts, conditioned, tokenizer, streams, {name: char_count(texts[name]) for name in SPLITS},
+                  max(len(windows.x) // tr.batch_size, 1), train_ds)
+
+
+def score_test_split(cfg: Any, data: Corpus, model: keras.Model, scorer: Any, song_cache: Any,
+                 baseline: dict[str, float]) -> dict[str, float]:
+    """The scoring tail on the test split (lyricslab.scoring.held_out.score_songs: test_bpc, ..., with
+    the song cache, the breakdown and the n-gram), plus `test_bpc_windowed` (non-overlapping windows,
+    no carried context) to show what the cheap measure would have reported for the same weights."""
+    tr, frame = cfg.trainer, data.splits.frame
+    metrics, _ = score_songs(scorer, data.tokenizer, data.streams["test"], data.conditioned.texts["test"],
+                             data.texts["test"], rows=frame[frame["split"] == "test"].to_dict("records"),
+                             columns=columns_of(cfg), prefix="test_", song_cache=song_cache,
+                             baseline=baseline.get("baseline_ngram_test_bpc"))
+    windowed = score_windows(model, make_windows(data.streams["test"], tr.seq_len, pad_last=True), tr.batch_size,
+                             unscored_ids=data.unscored)
+    metrics["test_bpc_windowed"] = windowed.metrics(data.chars["test"], "")["bpc"]
+    return metrics
+
+
+def throughput_metrics(cfg: Any, vocab_size: int, derived: DerivedMetrics, rounds: Rounds) -> dict[str, float]:
+    """Rounds, tokens and speed; MFU: the model's training FLOP/s over this machine's measured (and
+    cached) matmul peak."""
+    tokens_per_sec = derived.tokens_seen / max(derived.train_seconds, 1e-9)
+    peak = matmul_peak(cfg.trainer.precision)
+    flops_per_token = training_flops_per_token(cfg, vocab_size)
+    metrics = {"probe_seconds": rounds.probe_seconds} if cfg.trainer.get("eval_every_minutes") else {}
+    return {**metrics, "steps_per_round": float(rounds.steps), "train_tokens": float(derived.tokens_seen),
+            "train_tokens_per_sec": tokens_per_sec, "train_flops_per_token": flops_per_token,
+            "matmul_peak_gflops": peak / 1e9, "mfu": model_flop_utilisation(flops_per_token, tokens_per_sec, peak)}
+
+
+def samples_and_lyric_metrics(cfg: Any, data: Corpus, model: keras.Model, path: Path) -> dict[str, float]:
+    """The network's own samples, written to `path` (the song cache feeds loops in them: see README,
+    "The song cache"), and their lyric metrics against as many human excerpts (ref_*)."""
+    start = time.perf_counter()
+    samples = write_samples(model, data.tokenizer, cfg, path)
+    metrics = {"sample_seconds": time.perf_counter() - start}
+    start = time.perf_counter()
+    metrics.update(sample_metrics(samples, data.texts["train"], data.texts["val"]))  # ref_*: same count and length
+    metrics["lyric_metric_seconds"] = time.perf_counter() - start
+    return metrics
 
 
 def train(cfg: Any, callbacks: Sequence[keras.callbacks.Callback] = (), parent_run_id: str | None = None,
@@ -232,114 +241,41 @@ def train(cfg: Any, callbacks: Sequence[keras.callbacks.Callback] = (), parent_r
     called as soon as the MLflow run exists (a sweep records it on the trial); `clock` is what
     `trainer.budget_minutes` is measured with (tests pass a fake one).
     """
-    if cfg.model.family == "bert":  # a masked LM: no causal bits/char, so its own loop
+    if cfg.model.family == "bert":  # a masked LM: no causal bits/char, so its own scoring
         return train_masked_lm(cfg, callbacks, parent_run_id, tags, on_run_start, clock)
     started = time.perf_counter()
     tr = cfg.trainer
-    splits, texts = prepare_run(cfg)
-    conditioned = condition_splits(cfg, splits)  # control tokens before each song; the same texts when off
-    tokenizer, streams = tokenize_splits(cfg.tokenizer, conditioned.texts, conditioned.cache_path)
-    # +1: the end-of-song mark. Lyrics only: control tokens are not characters.
-    chars = {name: sum(len(s) + 1 for s in texts[name]) for name in SPLITS}
-    unscored = getattr(tokenizer, "control_ids", list)()  # control tokens: given to the model, never scored
-    train_windows = training_windows(tr, streams["train"])
-    carried = bool(tr.get("carry_state"))
+    data = load_corpus(cfg)
+    baseline = ngram_baseline(cfg, data.texts, data.splits.cache_path)
+    vocab_size, controls = data.tokenizer.vocab_size, control_fields(data.tokenizer)
 
-    batches = max(len(train_windows.x) // tr.batch_size, 1)
-    sized = bool(tr.steps_per_epoch or tr.get("eval_every_steps") or tr.get("eval_every_minutes"))
-    train_ds = to_dataset(train_windows, tr.batch_size, shuffle=not carried, seed=tr.seed, repeat=sized or carried)
-
-    summary = splits.summary()
-    for name in SPLITS:
-        summary[name]["tokens"] = int(len(streams[name]))
-    summary["vocab_size"] = tokenizer.vocab_size
-    baseline = ngram_baseline(cfg, texts, splits.cache_path)
-
-    with tracking.training_run(cfg, parent_run_id=parent_run_id, tags=tags) as run:
-        if on_run_start:
-            on_run_start(run.info.run_id)
-        controls = control_fields(tokenizer)
-        model = build_training_model(cfg, tokenizer.vocab_size, controls)
-        budget = Budget(tr.budget_minutes, clock) if tr.get("budget_minutes") else None
-        if budget is not None:
-            budget.start()  # before the throughput probe: the budget counts it
-        probe_start = time.perf_counter()
-        steps = steps_per_round(tr, batches, lambda: measure_steps_per_second(cfg, tokenizer.vocab_size, train_ds,
-                                                                                 controls))
-        probe_seconds = time.perf_counter() - probe_start
-        compile_model(model, build_optimizer(cfg, steps, budget=budget is not None))
+    with training_run(cfg, parent_run_id, tags, on_run_start):
+        model = build_training_model(cfg, vocab_size, controls)
+        rounds = begin_rounds(cfg, model, data.batches, compile_model, clock=clock, vocab_size=vocab_size,
+                              probe=lambda: measure_steps_per_second(cfg, vocab_size, data.train_ds, controls))
         derived = DerivedMetrics(tokens_per_step=tr.batch_size * tr.seq_len)
-        scorer = full_context_scorer(model, tr, unscored)
-        validation = FullContextValidation(scorer, streams["val"], chars["val"])
-        trainable = log_model_size(model, tokenizer.vocab_size)
-        mlflow.log_metrics(baseline)
-        extra = [ResetStatesEachPass(batches), *callbacks] if carried else callbacks
-        fit_list = fit_callbacks(cfg, derived, validation, extra, budget)
-        fit_start = time.perf_counter()
+        scorer = full_context_scorer(model, tr, data.unscored)
         # No validation_data: FullContextValidation scores the val split each round instead.
-        # Under a budget, the budget (or early stopping) ends the run, never a round count.
-        with diverged_as_non_finite_loss(model):
-            history = model.fit(train_ds, epochs=MAX_ROUNDS if budget else tr.epochs, steps_per_epoch=steps,
-                                shuffle=False, callbacks=fit_list, verbose=progress_verbosity(tr.verbose)).history
-        fit_seconds = time.perf_counter() - fit_start
-        budget_used = budget.used_minutes() if budget else None
-        mlflow.set_tag("stopped_by", stopped_by(fit_list))
-        model = plain_model(cfg, model, tokenizer.vocab_size, controls)
+        validation = FullContextValidation(scorer, data.streams["val"], data.chars["val"])
+        mlflow.log_metrics(baseline)
+        extra = [ResetStatesEachPass(data.batches), *callbacks] if tr.get("carry_state") else callbacks
+        history = rounds.fit(data.train_ds, fit_callbacks(cfg, derived, validation, extra, rounds.budget))
+        model = plain_model(cfg, model, vocab_size, controls)
 
         eval_start = time.perf_counter()
-        metrics, test_nll = evaluate_test(model, scorer, streams["test"], chars["test"], tr.seq_len, tr.batch_size,
-                                          unscored)
-        song_cache, cached = with_song_cache(cfg, streams, {"val": validation.best_token_nll, "test": test_nll}, chars)
-        metrics.update(cached)
-        test_rows = splits.frame[splits.frame["split"] == "test"].to_dict("records")
-        metrics.update(bpc_by_group(scorer_for(scorer, tokenizer), conditioned.texts["test"], texts["test"],
-                                    test_rows, columns_of(cfg), "test_"))
+        song_cache, metrics = fit_song_cache(cfg, data.streams["val"], validation.best_token_nll, data.chars["val"])
+        metrics.update(score_test_split(cfg, data, model, scorer, song_cache, baseline))
         metrics["eval_seconds"] = time.perf_counter() - eval_start
-        best = int(np.argmin(history["val_bpc"]))
-        # best_*: the restored (best) round; the per-round series keep the plain names (val_bpc, ...).
-        metrics.update({f"best_{k}": float(history[k][best]) for k in ("val_bpc", "val_nll", "val_perplexity",
-                                                                           "val_accuracy", "val_top5_accuracy")})
-        if budget is not None:
-            metrics.update({"budget_minutes": budget.minutes, "budget_used_minutes": budget_used})
-        if tr.get("eval_every_minutes"):
-            metrics["probe_seconds"] = probe_seconds
-        metrics.update({
-            "best_round": float(best + 1), "rounds_run": float(len(history["val_bpc"])),
-            "steps_per_round": float(steps), "train_tokens": float(derived.tokens_seen),
-            "params": float(model.count_params()), "trainable_params": float(trainable),
-            "train_tokens_per_sec": derived.tokens_seen / max(derived.train_seconds, 1e-9),
-            "train_seconds": fit_seconds,
-        })
-        # MFU: the model's training FLOP/s over this machine's measured (and cached) matmul peak.
-        peak = matmul_peak(tr.precision)
-        flops_per_token = training_flops_per_token(cfg, tokenizer.vocab_size)
-        metrics.update({"train_flops_per_token": flops_per_token, "matmul_peak_gflops": peak / 1e9,
-                        "mfu": model_flop_utilisation(flops_per_token, metrics["train_tokens_per_sec"], peak)})
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp)
-            (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-            tokenizer.save(out / "tokenizer")
-            save_bundle(out / "model", model, tokenizer, cfg)
+        metrics.update(rounds.summary(model, BEST_OF))
+        metrics.update(throughput_metrics(cfg, vocab_size, derived, rounds))
+        with run_artifacts(cfg, data.tokenizer, model, data.summary()) as out:
             if song_cache is not None:  # beside the model: generate and evaluate mix with the same weights
                 song_cache.save(out / "model" / SONG_CACHE_ARTIFACT)
             learning_curves(history, out / "learning_curves.png", title=f"{cfg.model.name} / {cfg.tokenizer.kind}")
-            (out / "data_summary.json").write_text(json.dumps(summary, indent=2))
-            if conditioned.conditions is not None:  # the values the model knows, for `generate genre=...`
-                (out / CONDITIONING_ARTIFACT).write_text(json.dumps(conditioned.conditions.to_json(), indent=2))
-            sample_start = time.perf_counter()
-            # The network's own samples: the song cache feeds loops in them (see README, "The song cache").
-            samples = write_samples(model, tokenizer, cfg, out / "samples.txt")
-            metrics["sample_seconds"] = time.perf_counter() - sample_start
-            lyric_start = time.perf_counter()
-            metrics.update(sample_metrics(samples, texts["train"], texts["val"]))  # ref_*: same count and length
-            metrics["lyric_metric_seconds"] = time.perf_counter() - lyric_start
-            mlflow.log_artifacts(tmp)
+            if data.conditioned.conditions is not None:  # the values the model knows, for `generate genre=...`
+                (out / CONDITIONING_ARTIFACT).write_text(json.dumps(data.conditioned.conditions.to_json(), indent=2))
+            metrics.update(samples_and_lyric_metrics(cfg, data, model, out / "samples.txt"))
         metrics.update(baseline)
-        if baseline:  # below 1: the model beats the n-gram on the same test songs
-            metrics["test_bpc_vs_baseline"] = metrics["test_bpc"] / baseline["baseline_ngram_test_bpc"]
-            if "test_bpc_song_cache" in metrics:  # the model with the song cache against the plain n-gram
-                metrics["test_bpc_song_cache_vs_baseline"] = (metrics["test_bpc_song_cache"]
-                                                              / baseline["baseline_ngram_test_bpc"])
         metrics["wall_seconds"] = time.perf_counter() - started
         mlflow.log_metrics(metrics)
     # Not logged (MLflow's val_bpc is the per-epoch series): the sweep objective `val_bpc` is the
