@@ -2,8 +2,7 @@
 
 Every case must exit non-zero with a last stderr line that starts with `error:` and no traceback
 anywhere. The cheap cases stop before TensorFlow loads (a few seconds each); the one that needs
-TensorFlow is marked slow. Cases whose fix belongs to a module this test does not own are strict
-xfails naming the file, so they turn red (XPASS) once fixed, and the marker comes off.
+TensorFlow is marked slow.
 """
 
 from __future__ import annotations
@@ -30,10 +29,6 @@ SWEEP_FILES = {
 # Runs and caches go to the case folder; should bad input ever reach training, it is over in seconds.
 SANDBOX = ["tracking.uri=sqlite:///{d}/mlruns/mlflow.db", "tracking.artifact_root={d}/mlruns/artifacts",
            "data.cache_dir={d}/cache", "trainer.steps_per_epoch=1", "model.units=16", "samples.max_tokens=4"]
-
-
-def xfail(where: str, what: str):
-    return pytest.mark.xfail(strict=True, reason=f"{where}: {what} (not this test's module; see the report)")
 
 
 # id -> (command line with {d} for the case folder, text the error line must contain)
