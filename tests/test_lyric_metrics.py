@@ -100,20 +100,38 @@ def test_samples_are_cut_to_the_shortest_and_references_match_in_count_and_lengt
 
 
 def test_sample_metrics_compare_with_human_text_of_the_sample_length():
-    train = HUMAN[:2]
-    samples = [HUMAN[2][:90], HUMAN[3][:120]]
-    m = sample_metrics(samples, train, HUMAN)
-    assert m["lyric_metric_chars"] == 90
-    refs = reference_excerpts(HUMAN, 2, 90)
-    expected = lyric_metrics(refs, CopyIndex(train))
-    assert {k: m[f"ref_{k}"] for k in expected} == expected
-    assert m["distinct_1"] == lyric_metrics(cut_to_shortest(samples)[0])["distinct_1"]
+    """Every figure below is counted by hand from the texts, not computed with the module's functions."""
+    song_a = "[verse]\nred fox runs far\nblue owl sees a star\n\n[chorus]\nla la la la\nla la la la\n"
+    song_b = "[verse]\nsnow falls on the town\ncold wind in the square\nwe walk home\n"
+    samples = ["[verse]\n" + "la la la\n" * 7, "[chorus]\n" + "hold on hold on\n" * 3 + "hold"]
+    m = sample_metrics(samples, [song_a], [song_a, song_b])
+    assert m["lyric_metric_chars"] == 61  # the shorter sample: 9 + 3 * 16 + 4 characters
+    # Two songs for two samples: both are used, each cut to 61 characters, whole words only:
+    #   A: [verse] red fox runs far / blue owl sees a star || [chorus] la la     (3 lines, 11 words, 2 sections)
+    #   B: [verse] snow falls on the town / cold wind in the square / we        ("we walk" cut to "we ")
+    assert m["ref_words_per_line"] == pytest.approx(22 / 6)
+    assert m["ref_lines_per_section"] == pytest.approx(6 / 3)
+    # distinct-n, repetition and copy rate read every word, header names too: A has 13, B 12.
+    assert m["ref_distinct_1"] == pytest.approx(22 / 25)  # "verse", "la" and "the" twice each
+    assert m["ref_distinct_2"] == pytest.approx(1.0)
+    assert m["ref_repetition"] == 0.0
+    assert m["ref_rhyme_density"] == pytest.approx(1 / 3)  # far/star; none in B's two candidate pairs
+    assert m["ref_structure_validity"] == 1.0
+    assert m["ref_copy_rate"] == pytest.approx(6 / 11)  # A's six 8-grams are in the training text, B's five are not
+    # The samples, cut to 61 characters: six lines "la la la" (the 7th cut off); "hold on hold on" x 3 ("hold" dropped).
+    assert m["words_per_line"] == pytest.approx(30 / 9) and m["lines_per_section"] == pytest.approx(9 / 2)
+    assert m["distinct_1"] == pytest.approx(5 / 32)  # verse, la x 18, chorus, hold on x 6
+    assert m["repetition"] == pytest.approx((1 - 2 / 16 + 1 - 3 / 10) / 2)  # 16 four-grams, 2 distinct; 10, 3
+    assert m["copy_rate"] == pytest.approx(11 / 18)  # the 11 "la" x 8 grams are in A (eight la's in a row); 7 others
     # Longer samples mean longer references: length-dependent metrics move with them.
+    train = HUMAN[:2]
+    short = sample_metrics([HUMAN[2][:90], HUMAN[3][:120]], train, HUMAN)
     long_samples = [HUMAN[2] + "\n" + HUMAN[3], HUMAN[3] + "\n" + HUMAN[0]]
     longer = sample_metrics(long_samples, train, HUMAN)
+    assert short["lyric_metric_chars"] == 90
     assert longer["lyric_metric_chars"] == min(len(t) for t in long_samples)
-    assert longer["ref_distinct_2"] < m["ref_distinct_2"]
-    assert longer["ref_lines_per_section"] != m["ref_lines_per_section"]
+    assert longer["ref_distinct_2"] < short["ref_distinct_2"]
+    assert longer["ref_lines_per_section"] != short["ref_lines_per_section"]
 
 
 def test_copy_rate_of_training_excerpts_and_shuffled_junk():
