@@ -11,8 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-OUT = Path(__file__).resolve().parent / "out"
+# BENCH_OUT moves every output (the test suite's quick run writes into its temporary folder).
+OUT = Path(os.environ.get("BENCH_OUT") or Path(__file__).resolve().parent / "out").resolve()
 QUICK_ENV = "BENCH_QUICK"
+# Quick mode's shapes for the benchmarks that otherwise build the default models (throughput, MFU,
+# generation): one layer, 32 units or width 64, batches of 8 × 32 tokens. `++` because units and
+# ff_dim / heads each exist in one model family only; the other just carries the unused key.
+TINY_SHAPES = ["model.layers=1", "embedding=small", "++model.units=32", "++model.heads=2", "++model.ff_dim=64",
+               "trainer.batch_size=8", "trainer.seq_len=32"]
 
 
 def quick() -> bool:
@@ -21,6 +27,11 @@ def quick() -> bool:
     An environment variable rather than an argument, so the ingest subprocesses see it too.
     """
     return os.environ.get(QUICK_ENV) == "1"
+
+
+def tiny() -> list[str]:
+    """Overrides that shrink a default model in quick mode; none otherwise."""
+    return list(TINY_SHAPES) if quick() else []
 
 
 def out_dir() -> Path:

@@ -32,7 +32,7 @@ SIDES = {"lora": [], "full": ["model.lora_rank=null"]}
 
 def shapes() -> tuple[int, int, int]:
     """(batch, seq_len, timed steps)."""
-    return (4, 32, 4) if quick() else (8, 64, 20)
+    return (2, 16, 2) if quick() else (8, 64, 20)
 
 
 def preset() -> Path:

@@ -38,8 +38,7 @@ def matmul_flops_per_second(n: int = 2048, repeats: int = 8) -> float:
 
 def default_vocab() -> tuple[str, int]:
     """The default config's tokenizer kind and the vocabulary it learns from the demo corpus."""
-    from bench.common import out_dir
-    from bench.common import compose
+    from bench.common import compose, out_dir
     from lyricslab.data.prepare import load_splits
     from lyricslab.text.factory import train_tokenizer
 
@@ -49,7 +48,7 @@ def default_vocab() -> tuple[str, int]:
 
 
 def run() -> dict:
-    n, repeats = (512, 2) if quick() else (2048, 8)
+    n, repeats = (256, 2) if quick() else (2048, 8)
     kind, default = default_vocab()
     vocabs = {f"default {kind} tokenizer": default, "word tokenizer": WORD_VOCAB}
     before = matmul_flops_per_second(n, repeats)

@@ -91,7 +91,7 @@ def data_line(minutes: float) -> str:
 def recipe() -> dict:
     """The default recipe at the full budget: test bits/char against the n-gram, MFU, tokens, samples."""
     store = out_dir() / "quality-mlruns"
-    minutes = 0.1 if quick() else MINUTES
+    minutes = 0.05 if quick() else MINUTES
     metrics, run_id = train_variant(RECIPE, minutes, store)
     ngram = metrics["baseline_ngram_test_bpc"]
     ratio = metrics["test_bpc_song_cache"] / ngram
@@ -126,7 +126,7 @@ def compare() -> dict:
     """Song-level context: each variant trained for the same shorter budget, differing from its
     neighbour in one setting only (see COMPARISONS in bench/quality.py)."""
     store = out_dir() / "quality-mlruns"
-    minutes = 0.05 if quick() else COMPARE_MINUTES
+    minutes = 0.02 if quick() else COMPARE_MINUTES
     every = [f"trainer.eval_every_minutes={minutes:g}"]  # one validation, at the end: rounds cost budget
     figures: dict[str, object] = {}
     done: dict[tuple[str, ...], dict] = {}

@@ -29,6 +29,9 @@ params:
 {params}"""
 SMALL = ["model.layers=1", "trainer.seq_len=64", "trainer.verbose=0", "samples.max_tokens=60",
          "embedding=small"]
+# Quick mode's trials: 2 steps a round, short samples, one prompt and temperature.
+QUICK_TRIAL = ["trainer.steps_per_epoch=2", "samples.max_tokens=12", 'samples.prompts=["[verse]\\n"]',
+               "samples.temperatures=[0.8]"]
 PARAMS = ("  model: choice(lstm, gru)\n  optimizer.learning_rate: tag(log, interval(0.0003, 0.02))\n"
           "  model.units: choice(64, 128)\n")
 
@@ -82,8 +85,8 @@ def pruning() -> dict:
     """
     from lyricslab import sweep
 
-    n, epochs = (4, 2) if quick() else (12, 8)
-    fixed = [*SMALL, f"trainer.epochs={epochs}"] + (["trainer.steps_per_epoch=3"] if quick() else [])
+    n, epochs = (2, 2) if quick() else (12, 8)
+    fixed = [*SMALL, f"trainer.epochs={epochs}"] + (QUICK_TRIAL if quick() else [])
     checks, figures, studies = [], {}, {}
     for pruner in ("none", "median", "hyperband"):
         assert sweep.main(sweep_args(f"prune-{pruner}", n, pruner, fixed)) == 0
@@ -145,13 +148,14 @@ def overhead() -> dict:
     epochs = 1 if quick() else 12
     fixed = [f"trainer.epochs={epochs}", "trainer.patience=100", "trainer.verbose=0"]
     if quick():
-        fixed += ["trainer.steps_per_epoch=2", "samples.max_tokens=20"]
-    assert sweep.main(sweep_args("overhead", 2, "none", fixed,
+        fixed += QUICK_TRIAL
+    long_n = 1 if quick() else 2
+    assert sweep.main(sweep_args("overhead", long_n, "none", fixed,
                                  params="  optimizer.learning_rate: choice(0.002, 0.003)\n")) == 0
     long_trials = trial_times("overhead")
 
-    demo_trials = 2 if quick() else 12  # the demo sweep's own n_trials
-    shrink = ["trainer.epochs=1", "trainer.steps_per_epoch=2"] if quick() else []
+    demo_trials = 1 if quick() else 12  # the demo sweep's own n_trials
+    shrink = ["trainer.epochs=1", *QUICK_TRIAL] if quick() else []
     assert sweep.main(["sweep=demo", "study_name=bench-demo", f"n_trials={demo_trials}", "timeout=3600",
                        *store_args("bench-demo"), "trainer.verbose=0", *shrink]) == 0
     demo = trial_times("bench-demo")
@@ -173,7 +177,7 @@ def overhead() -> dict:
                     statistics.median(t["outside"] for t in steady), TARGET_OVERHEAD),
               check("lyric metrics share (demo sweep, median after the first trial)",
                     statistics.median(t["lyric"] / t["total"] for t in steady), TARGET_LYRIC_METRICS)]
-    budget = (f"2 trials of the default 2×256 LSTM, {epochs} epochs each, then the shipped demo sweep "
+    budget = (f"{long_n} trial(s) of the default 2×256 LSTM, {epochs} epochs each, then the shipped demo sweep "
               f"({demo_trials} trials{', shrunk to 1 epoch of 2 steps' if quick() else ''}), demo corpus, one "
               "process")
     return record("sweep.overhead", "Sweep overhead per trial", budget, checks, figures)
@@ -187,8 +191,9 @@ def memory() -> dict:
     import resource
 
     from lyricslab import sweep
+    from lyricslab.sweeps import study as sweep_study
 
-    n = 6 if quick() else 20
+    n, first = (3, 1) if quick() else (20, 5)  # growth from trial `first` to the last
 
     def rss_mb() -> float:
         return int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize() / 2**20
@@ -198,17 +203,19 @@ def memory() -> dict:
     def after_trial(study, trial) -> None:
         seen[len(study.trials)] = rss_mb()
 
-    args = sweep_args("memory", n, "none", [*SMALL, "trainer.epochs=2", "trainer.steps_per_epoch=5"])
+    epochs, steps = (1, 2) if quick() else (2, 5)
+    args = sweep_args("memory", n, "none", [*SMALL, f"trainer.epochs={epochs}", f"trainer.steps_per_epoch={steps}",
+                                            *(QUICK_TRIAL if quick() else [])])
     spec = sweep.load(*[sweep.parse_args(args)[i] for i in (0, 3, 4)])
-    study = sweep.open_study(spec)
+    study = sweep_study.open_study(spec)
     from lyricslab.sweeps import parent_run as sweep_report
 
-    parent = sweep_report.ensure_parent(study, spec, sweep.compose_trial(spec, {}).tracking)
-    sweep.run_worker(spec, study, parent, callbacks=[after_trial])
+    parent = sweep_report.ensure_parent(study, spec, sweep_study.compose_trial(spec, {}).tracking)
+    sweep_study.run_worker(spec, study, parent, callbacks=[after_trial])
     sweep_report.finish_parent(study, spec, parent, None)
     figures = {f"RSS MB after trial {k}": seen[k] for k in (1, 5, 10, n) if k in seen}
-    checks = [check(f"RSS growth, trial 5 -> {n}", seen[n] - seen[5], TARGET_RSS_GROWTH)]
-    budget = f"{n} tiny trials (1-layer LSTM/GRU, 2 epochs × 5 steps), demo corpus, one process"
+    checks = [check(f"RSS growth, trial {first} -> {n}", seen[n] - seen[first], TARGET_RSS_GROWTH)]
+    budget = f"{n} tiny trials (1-layer LSTM/GRU, {epochs} epoch(s) × {steps} steps), demo corpus, one process"
     return record("sweep.memory", "Sweep memory", budget, checks, figures)
 
 

@@ -18,7 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bench.common import Target, check, compose, interleaved, quick, record, timed  # noqa: E402
+from bench.common import Target, check, compose, interleaved, quick, record, timed, tiny  # noqa: E402
 
 VOCAB = 2000  # the default subword vocabulary
 TARGET_RATIO = Target(">=", 1.0, "x")  # plain Keras epoch time / lyricslab epoch time
@@ -75,7 +75,7 @@ def pair(model_name: str, vocab: int = VOCAB, extra=()):
     from lyricslab.training.optim import build_optimizer
     from lyricslab.training.train import compile_model
 
-    cfg = compose([f"model={model_name}", *extra])
+    cfg = compose([f"model={model_name}", *extra, *tiny()])
     keras.utils.set_random_seed(0)
     ours = build_model(cfg, vocab)
     compile_model(ours, build_optimizer(cfg, steps()))
@@ -101,8 +101,9 @@ def run() -> dict:
         figures[f"{name}: tokens/s lyricslab"] = tokens / t_ours
         figures[f"{name}: tokens/s plain Keras"] = tokens / t_plain
         checks.append(check(f"{name}: throughput lyricslab ÷ plain Keras", t_plain / t_ours, TARGET_RATIO))
+    shape = " (quick: tiny 1-layer models)" if quick() else ""
     budget = (f"{steps()} steps of {cfg.trainer.batch_size} × {cfg.trainer.seq_len} random tokens (vocab {VOCAB}) "
-              f"per epoch, best of {rounds} alternating epochs per side after one warm-up epoch each")
+              f"per epoch, best of {rounds} alternating epochs per side after one warm-up epoch each{shape}")
     return record("throughput", "Training throughput", budget, checks, figures)
 
 if __name__ == "__main__":
