@@ -4,12 +4,17 @@ bench report` writes BENCHMARKS.md from their results.
 Words after a benchmark's name that are its parts run only those: `python -m bench sweep load` runs
 the sweep load benchmark alone, `python -m bench sweep` every sweep part (load included).
 
---quick runs each benchmark at tiny sizes to check that its code path works; its results go to
-bench/out/quick/, and `python -m bench --quick report` writes bench/out/quick/BENCHMARKS.md.
+--quick runs each benchmark at tiny sizes to check that its code path works (a few minutes in all;
+tests/test_bench.py runs it); its results go to bench/out/quick/ (BENCH_OUT=DIR: DIR/quick/), never
+over the real ones, and `python -m bench --quick report` writes bench/out/quick/BENCHMARKS.md. A
+quick run goes on past a benchmark that fails and exits non-zero at the end, naming every failure;
+quick `sweep load` needs PostgreSQL (scripts/services.sh) and fails without it.
 """
 
 import os
 import sys
+import time
+import traceback
 
 from bench.sweep import (
     PARTS as SWEEP_PARTS,  # light: bench.sweep imports TensorFlow only inside its parts
@@ -49,13 +54,31 @@ def main(argv: list[str] | None = None) -> None:
 
         write(results_path(), OUT / "quick" / "BENCHMARKS.md" if quick() else ROOT / "BENCHMARKS.md")
         return
-    for name, parts in plan(args) or [(name, []) for name in NAMES]:
-        module = __import__(f"bench.{name}", fromlist=["run"])
-        if parts:
-            module.run(tuple(parts))
-        else:
-            module.run()
+    chosen = plan(args)
+    if quick() and not chosen:
+        results_path().unlink(missing_ok=True)  # a quick run of everything shows this run's results only
+    failed, seconds = [], {}
+    for name, parts in chosen or [(name, []) for name in NAMES]:
+        label = " ".join([name, *parts])
+        start = time.perf_counter()
+        try:
+            module = __import__(f"bench.{name}", fromlist=["run"])
+            if parts:
+                module.run(tuple(parts))
+            else:
+                module.run()
+        except (Exception, SystemExit) as err:
+            if not quick():
+                raise
+            # A quick run checks every benchmark: report this one and go on to the next.
+            traceback.print_exc()
+            failed.append(f"{label} ({type(err).__name__}: {(str(err).strip().splitlines() or [''])[0]})")
+        seconds[label] = time.perf_counter() - start
+    if quick():
+        print("\nquick run, seconds per benchmark: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
     print(f"\nresults in {results_path()}; `python -m bench {'--quick ' if quick() else ''}report` writes the Markdown")
+    if failed:
+        raise SystemExit(f"error: {len(failed)} benchmark(s) failed: " + "; ".join(failed))
 
 
 if __name__ == "__main__":

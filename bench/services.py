@@ -8,6 +8,7 @@ temporary folder, stopped and removed afterwards. No pytest here, so the benchma
 from __future__ import annotations
 
 import glob
+import json
 import os
 import shutil
 import socket
@@ -52,6 +53,26 @@ class Services:
 
     def db_url(self, database: str = "optuna", user: str = "lyricslab", password: str | None = None) -> str:
         return f"postgresql+psycopg://{user}:{password or self.password}@{self.host}:{self.pg_port}/{database}"
+
+    def to_env(self) -> str:
+        """These running servers as the value of BENCH_SERVICES (see running_services)."""
+        return json.dumps({**self.__dict__, "folder": str(self.folder)})
+
+
+SERVICES_ENV = "BENCH_SERVICES"
+
+
+@contextmanager
+def running_services() -> Iterator[Services]:
+    """The servers named by BENCH_SERVICES (Services.to_env(): the test suite passes its own, already
+    running, to the quick run), left running on exit; else new throwaway ones."""
+    given = os.environ.get(SERVICES_ENV)
+    if not given:
+        with throwaway_services() as services:
+            yield services
+        return
+    fields = json.loads(given)
+    yield Services(**{**fields, "folder": Path(fields["folder"])})
 
 
 def free_port() -> int:

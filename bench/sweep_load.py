@@ -169,20 +169,22 @@ def load() -> dict | None:
         ROOT,
         ServicesError,
         missing_requirement,
-        throwaway_services,
+        running_services,
     )
 
     reason = missing_requirement()
+    if reason and quick():  # the quick run checks every benchmark: a missing server is a failure
+        raise SystemExit(f"error: sweep load needs PostgreSQL and psycopg: {reason}")
     if reason:
         print(f"sweep load skipped: {reason}", file=sys.stderr)
         return None
-    workers, per_worker = (2, 4) if quick() else (4, 50)
+    workers, per_worker = (2, 1) if quick() else (4, 50)
     n = workers * per_worker
     work = Path(tempfile.mkdtemp(prefix="lyricslab-bench-load-"))  # the sweep's cache, best config, log
     spec = work / "load.yaml"
     spec.write_text(SPEC.format(n=n, fixed=json.dumps(TINY)))
     try:
-        with throwaway_services() as services:
+        with running_services() as services:
             import optuna
 
             memory = PeakMemory(int(services.mlflow_pid_file.read_text()),
