@@ -7,12 +7,17 @@ measurement. No training here.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
+import sys
 import time
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from services import services  # noqa: F401  (the session's PostgreSQL + MLflow servers, for sweep load)
 
 from bench import report
 from bench.common import Target, check, interleaved
@@ -197,3 +202,168 @@ def test_peak_memory_sums_real_process_groups():
         postgres.kill()
         for p in (mlflow, postgres):
             p.wait()
+
+
+# --- benchmarks cannot rot: `python -m bench --quick` runs every one at tiny size ------------------------------
+
+def test_a_failing_benchmark_does_not_stop_a_quick_run(monkeypatch, tmp_path):
+    """The quick run reports every broken benchmark, then exits non-zero naming them."""
+    from types import ModuleType
+
+    from bench.__main__ import main
+
+    monkeypatch.setenv("BENCH_QUICK", "0")  # main() sets it to 1; monkeypatch puts back what was there
+    monkeypatch.setenv("BENCH_OUT", str(tmp_path))
+    ran = []
+    for name, fails in (("ingest", True), ("mfu", False)):
+        module = ModuleType(f"bench.{name}")
+
+        def run(name=name, fails=fails):
+            ran.append(name)
+            if fails:
+                raise ImportError("cannot import name 'gone' from 'lyricslab.somewhere'")
+
+        module.run = run
+        monkeypatch.setitem(sys.modules, f"bench.{name}", module)
+    with pytest.raises(SystemExit, match=r"1 benchmark\(s\) failed: ingest \(ImportError: cannot import name 'gone'"):
+        main(["--quick", "ingest", "mfu"])
+    assert ran == ["ingest", "mfu"]
+
+
+def test_quick_load_without_postgres_fails_loudly(monkeypatch):
+    import bench.services
+    from bench import sweep_load
+
+    monkeypatch.setenv("BENCH_QUICK", "1")
+    monkeypatch.setattr(bench.services, "missing_requirement", lambda: "PostgreSQL binaries not found")
+    with pytest.raises(SystemExit, match="error: sweep load needs PostgreSQL and psycopg: PostgreSQL binaries not"):
+        sweep_load.load()
+
+
+RESULT_KEYS = [key for key, *_ in report.SECTIONS]  # every benchmark's entry in results.json, one per report section
+NO_CHECKS = {"quality.compare"}  # figures only: the comparisons have no target
+QUICK_TIMEOUT = 840  # seconds; about 4 minutes on 2 idle cores
+
+
+def quick_plan(with_load: bool) -> list[str]:
+    """Every benchmark and every part, by name; sweep load only `with_load`."""
+    from bench.__main__ import NAMES, PARTS
+
+    words: list[str] = []
+    for name in NAMES:
+        parts = [p for p in PARTS.get(name, ()) if with_load or (name, p) != ("sweep", "load")]
+        words += [name, *parts]
+    return words
+
+
+def test_every_benchmark_is_run_and_reported():
+    """A benchmark module (one with a top-level run()) that `python -m bench` doesn't run, or a report
+    section no benchmark part writes, would escape the quick run."""
+    import ast
+
+    from bench.__main__ import NAMES, PARTS
+
+    bench_dir = Path(report.BENCH_DIR)
+    with_run = {f.stem for f in bench_dir.glob("*.py")
+                if any(isinstance(n, ast.FunctionDef) and n.name == "run" for n in ast.parse(f.read_text()).body)}
+    assert with_run == set(NAMES)
+    assert {key.split(".")[0] for key in RESULT_KEYS} == set(NAMES)
+    for key, _, command, file, function in report.SECTIONS:
+        if function is not None and "." in key:  # a part: its name is one of its benchmark's parts
+            assert key.split(".", 1)[1] in PARTS.get(key.split(".")[0], ()), key
+    assert quick_plan(True)[-3:] == ["quality", "compare", "recipe"] and "load" in quick_plan(True)
+    assert "load" not in quick_plan(False)
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory, request):
+    """`python -m bench --quick` once, with BENCH_OUT in a temporary folder. Sweep load runs on the
+    suite's own PostgreSQL and MLflow servers (the session's `services`, shared with
+    tests/test_services.py, passed in BENCH_SERVICES), which saves starting a second pair. Without
+    PostgreSQL (outside CI) every benchmark but sweep load runs, and that one's test skips (or fails
+    under CI) as the services tests do."""
+    from bench.services import SERVICES_ENV, missing_requirement
+
+    root = Path(report.ROOT)
+    real = root / "bench" / "out" / "results.json"
+    real_before = real.stat().st_mtime_ns if real.exists() else None
+    out = tmp_path_factory.mktemp("bench-out")
+    env = {**os.environ, "BENCH_OUT": str(out)}
+    env.pop("BENCH_QUICK", None)
+    if missing_requirement() is None:
+        args = []
+        env[SERVICES_ENV] = request.getfixturevalue("services").to_env()
+    else:
+        args = quick_plan(with_load=False)
+        env.pop(SERVICES_ENV, None)
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "bench", "--quick", *args], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=QUICK_TIMEOUT)
+    seconds = time.perf_counter() - started
+    path = out / "quick" / "results.json"
+    results = json.loads(path.read_text()) if path.exists() else {}
+    real_after = real.stat().st_mtime_ns if real.exists() else None
+    tail = f"\n--- last output of `python -m bench --quick` ---\n{(proc.stdout + proc.stderr)[-6000:]}"
+    return SimpleNamespace(proc=proc, out=out, results=results, seconds=seconds, tail=tail,
+                           real_untouched=real_before == real_after)
+
+
+def finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(QUICK_TIMEOUT + 60)
+def test_quick_run_exits_cleanly_and_writes_only_its_own_folder(quick_run):
+    assert quick_run.proc.returncode == 0, quick_run.tail
+    assert "quick run, seconds per benchmark:" in quick_run.proc.stdout, quick_run.tail
+    assert quick_run.real_untouched, "the quick run touched bench/out/results.json"
+    assert sorted(p.name for p in quick_run.out.iterdir()) == ["quick"]  # everything under BENCH_OUT/quick/
+    assert set(quick_run.results) <= set(RESULT_KEYS), "a benchmark wrote an entry the report has no section for"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(QUICK_TIMEOUT + 60)
+@pytest.mark.parametrize("key", RESULT_KEYS)
+def test_quick_run_measured(quick_run, key):
+    """Each benchmark (or part) wrote its entry: quick-flagged, with figures and, where it has targets,
+    checks; every measured number finite."""
+    if key == "sweep.load":
+        from services import require_services
+
+        require_services()  # skips without PostgreSQL, fails under CI
+    entry = quick_run.results.get(key)
+    assert entry is not None, f"no {key!r} in the quick results{quick_run.tail}"
+    assert entry["quick"] is True and entry["budget"] and entry["machine"]["cores"]
+    assert entry["figures"], key
+    numbers = {name: v for name, v in entry["figures"].items() if not isinstance(v, str)}
+    assert numbers, f"{key}: no numeric figure"
+    bad = {name: v for name, v in numbers.items() if not finite(v)}
+    assert not bad, f"{key}: figures not finite: {bad}"
+    if key in NO_CHECKS:
+        assert not entry["checks"]
+    else:
+        assert entry["checks"], f"{key}: no checks"
+        for c in entry["checks"]:
+            assert c["name"] and finite(c["value"]), f"{key}: check {c['name']!r} has value {c['value']!r}"
+            assert c["op"] in (">=", "<=") and finite(c["threshold"])
+    if key == "sweep.load":  # correctness, not speed: these hold at any size
+        assert {c["name"].split(" (")[0]: c["value"] for c in entry["checks"]} == {
+            "storage errors": 0, "duplicate configurations": 0, "failed trials": 0}, entry["checks"]
+    if key == "lora":
+        lora = {c["name"]: c["value"] for c in entry["checks"]}
+        assert 0 < lora["LoRA trainable parameters / full fine-tuning's"] < 1
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(QUICK_TIMEOUT + 60)
+def test_quick_report_is_written_beside_the_quick_results(quick_run):
+    env = {**os.environ, "BENCH_OUT": str(quick_run.out)}
+    proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "report"], cwd=Path(report.ROOT), env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    text = (quick_run.out / "quick" / "BENCHMARKS.md").read_text()
+    assert "**Quick mode**" in text
+    for key, title, *_ in report.SECTIONS:
+        if key in quick_run.results:
+            assert f"## {title}" in text
