@@ -12,6 +12,7 @@ from conftest import compose, tiny
 
 from lyricslab.models import build_model
 from lyricslab.scoring.scorers import full_context_scorer
+from lyricslab.text.tokenizers import EOS_ID
 from lyricslab.text.windows import make_windows, parallel_streams, to_dataset
 from lyricslab.tracking.plots import curves
 from lyricslab.training.callbacks import DerivedMetrics, FullContextValidation
@@ -60,17 +61,46 @@ def test_model_family_trains_and_logs_a_complete_run(model, tokenizer, store, tm
         [m.value for m in client.get_metric_history(run.info.run_id, "loss")])
     assert not client.get_metric_history(run.info.run_id, "top5_accuracy")
     assert not client.get_metric_history(run.info.run_id, "val_loss")  # padding-diluted; no longer produced
-    # The n-gram baseline rides along on every run, with the model's ratio to it.
+    # The n-gram baseline rides along on every run, with the model's ratio to it. It is fitted on the train
+    # split alone: the figures are those of a fit on `splits.train`, and a fit that also read the test songs
+    # would score them far better (0.23 bits/char against 0.56 on the demo corpus).
+    from lyricslab.data import load_splits
+    from lyricslab.scoring.ngram import baseline_bpc
+
+    splits = load_splits(cfg.data, cfg.data_size.songs)
+    held_out = {"val": splits.val, "test": splits.test}
     base = run.data.metrics["baseline_ngram_test_bpc"]
-    assert 0.5 < base < 8 and 0.5 < run.data.metrics["baseline_ngram_val_bpc"] < 8
+    on_train = baseline_bpc(splits.train, held_out, int(cfg.baseline.order))
+    assert (base, run.data.metrics["baseline_ngram_val_bpc"]) == pytest.approx((on_train["test"], on_train["val"]))
+    assert base > 1.5 * baseline_bpc(splits.train + splits.test, held_out, int(cfg.baseline.order))["test"]
     assert run.data.metrics["test_bpc_vs_baseline"] == pytest.approx(run.data.metrics["test_bpc"] / base)
     assert {a.path for a in client.list_artifacts(run.info.run_id)} >= ARTIFACTS
+    # The test figures agree with the data summary's token and character counts (a second path to them).
+    summary = json.loads(mlflow.artifacts.load_text(f"{run.info.artifact_uri}/data_summary.json"))
+    chars = summary["test"]["chars"] + summary["test"]["songs"]  # every song's end-of-song mark counts as one
+    assert chars == sum(len(song) + 1 for song in splits.test) and metrics["test_tokens"] == summary["test"]["tokens"]
+    assert metrics["test_bpc"] == pytest.approx(metrics["test_nll"] * metrics["test_tokens"] / math.log(2) / chars)
+    assert metrics["test_perplexity"] == pytest.approx(math.exp(metrics["test_nll"]))
+    assert 0 < metrics["test_accuracy"] <= metrics["test_top5_accuracy"] <= 1
 
     model_path = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="model/model.keras",
                                                      dst_path=str(tmp_path / "dl"))
     loaded = keras.saving.load_model(model_path, safe_mode=True)
     vocab = int(run.data.params["data.vocab_size"])
     assert loaded(np.ones((1, 5), dtype="int32")).shape == (1, 5, vocab)
+    if cfg.model.family == "rnn":  # test_bpc by brute force: the saved model run over whole rows in one call
+        from lyricslab.tracking.bundle import load_run
+
+        stream = load_run(run.info.run_id).tokenizer.encode_songs(splits.test)
+        stream = np.concatenate([[EOS_ID], stream]).astype("int32")  # <eos> first: every token is predicted
+        # The scorer's layout: batch_size rows of whole seq_len chunks, each row read from a zero state.
+        rows = min(cfg.trainer.batch_size, math.ceil((len(stream) - 1) / cfg.trainer.seq_len))
+        length = math.ceil((len(stream) - 1) / (rows * cfg.trainer.seq_len)) * cfg.trainer.seq_len
+        x = np.resize(stream[:-1], rows * length).reshape(rows, length)  # past the end: filler, not scored
+        y = np.resize(stream[1:], rows * length).reshape(rows, length)
+        log_probs = keras.ops.convert_to_numpy(keras.ops.log_softmax(loaded(x), axis=-1)).astype(np.float64)
+        nll = -np.take_along_axis(log_probs, y[..., None], axis=-1)[..., 0].ravel()[:len(stream) - 1]
+        assert metrics["test_bpc"] == pytest.approx(nll.sum() / math.log(2) / chars, rel=1e-4)
     samples = mlflow.artifacts.load_text(f"{run.info.artifact_uri}/samples.txt")
     assert "=== prompt '[verse]\\n', temperature 0.8 ===" in samples
 
@@ -124,19 +154,22 @@ def test_tokenizer_and_streams_are_cached_per_data_and_tokenizer_config(tmp_path
 
 @pytest.mark.parametrize("optimizer,reason", [
     ("adam", "loss became nan in epoch 1"),  # seen by StopOnNonFiniteLoss at the end of the epoch
-    # The default optimizer: today Keras' sparse RMSprop update fails inside the step that went NaN
-    # ("training diverged ..."); were that fixed, StopOnNonFiniteLoss would report it instead.
-    ("rmsprop", ""),
-])
+    # The default optimizer: today Keras' sparse RMSprop update fails inside the step that went NaN, and
+    # diverged_as_non_finite_loss reports it; were that fixed, StopOnNonFiniteLoss would report
+    # "loss became nan in epoch 1" instead, and this case would say so.
+    ("rmsprop", "training diverged (weights or optimizer state became non-finite)"),
+], ids=["adam", "rmsprop"])
 def test_diverging_run_ends_failed_with_the_reason(optimizer, reason, store, tmp_path):
     """A huge learning rate without clipping overflows the logits within two steps."""
     cfg = compose([*tiny("lstm"), f"optimizer={optimizer}", "optimizer.learning_rate=1e30",
                    "trainer.gradient_clip=null", *store])
-    with pytest.raises(NonFiniteLoss, match="lower optimizer.learning_rate"):
+    with pytest.raises(NonFiniteLoss, match="lower optimizer.learning_rate") as raised:
         train(cfg)
+    message = f"{reason}; lower optimizer.learning_rate or set trainer.gradient_clip"
+    assert str(raised.value) == message
     run = only_run(tmp_path)
     assert run.info.status == "FAILED"
-    assert run.data.tags["error"].startswith(f"NonFiniteLoss: {reason}")
+    assert run.data.tags["error"] == f"NonFiniteLoss: {message}"  # the whole reason, as the user saw it
 
 
 class ZeroOutputLayer(keras.callbacks.Callback):
