@@ -81,17 +81,40 @@ def test_states_are_reset_where_each_pass_starts():
 
 
 def test_carried_state_run_trains_scores_and_saves_a_plain_model(store, tmp_path):
-    metrics = train(compose([*tiny("lstm"), *store, "trainer.carry_state=true", "trainer.steps_per_epoch=null",
-                             "trainer.epochs=1", "data_size=tiny"]))
-    assert np.isfinite(metrics["test_bpc"]) and metrics["train_tokens"] > 0
+    import json
+    import math
+
+    from lyricslab.data import load_splits
+    from lyricslab.text.tokenizers import EOS_ID
+
+    cfg = compose([*tiny("lstm"), *store, "trainer.carry_state=true", "trainer.steps_per_epoch=null",
+                   "trainer.epochs=1", "data_size=tiny"])
+    metrics = train(cfg)
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
     run = mlflow.search_runs(experiment_names=["lyricslab"], output_format="list")[0]
     assert run.data.params["trainer.carry_state"] == "True"
+    summary = json.loads(mlflow.artifacts.load_text(f"{run.info.artifact_uri}/data_summary.json"))
+    # One pass: 16 rows read the train split's tokens end to end, in whole 32-token chunks.
+    tokens, per_step = summary["train"]["tokens"], 16 * 32
+    assert metrics["train_tokens"] == math.ceil(tokens / per_step) * per_step
     from lyricslab.tracking.bundle import load_source
 
-    model = load_source(run_id=run.info.run_id).model  # the tracking URI set above
+    bundle = load_source(run_id=run.info.run_id)  # the tracking URI set above
+    model = bundle.model
     assert not model.get_layer("lstm_0").stateful
     assert model(np.ones((3, 5), np.int32)).shape[0] == 3  # any batch size, unlike the training model
+    # The saved plain model, run over the scorer's 16 rows in one call each, gives the run's test_bpc:
+    # the trained weights reached it, and the scorer carried its state from chunk to chunk.
+    test = load_splits(cfg.data, cfg.data_size.songs).test
+    stream = np.concatenate([[EOS_ID], bundle.tokenizer.encode_songs(test)]).astype(np.int32)
+    rows = min(16, math.ceil((len(stream) - 1) / 32))
+    length = math.ceil((len(stream) - 1) / (rows * 32)) * 32
+    x = np.resize(stream[:-1], rows * length).reshape(rows, length)  # past the end: filler, not scored
+    y = np.resize(stream[1:], rows * length).reshape(rows, length)
+    log_probs = keras.ops.convert_to_numpy(keras.ops.log_softmax(model(x), axis=-1)).astype(np.float64)
+    nll = -np.take_along_axis(log_probs, y[..., None], axis=-1)[..., 0].ravel()[:len(stream) - 1]
+    chars = sum(len(song) + 1 for song in test)
+    assert metrics["test_bpc"] == pytest.approx(nll.sum() / math.log(2) / chars, rel=1e-4)
 
 
 def test_carry_state_is_refused_for_a_transformer():
