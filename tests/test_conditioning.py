@@ -227,18 +227,43 @@ def test_conditioning_changes_the_next_token_distribution(conditioned_run):
 def test_the_run_lists_what_the_model_knows_and_breaks_test_bpc_down(conditioned_run):
     import mlflow
 
-    run_id, uri, metrics, _ = conditioned_run
+    run_id, uri, metrics, cfg = conditioned_run
     mlflow.set_tracking_uri(uri)
     known = json.loads(Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="conditioning.json"))
                        .read_text())
     assert known["fields"] == ["tag", "lang"] and known["known"] == {"tag": ["country", "rap"], "lang": ["en", "es"]}
-    totals = []
+    # Each group's figure by brute force: its test songs (control prefixes in, lyrics' characters counted),
+    # the saved model run over the scorer's rows in one call each, control tokens left unscored.
+    import math
+
+    import keras
+
+    from lyricslab.data import load_splits
+    from lyricslab.text.tokenizers import EOS_ID
+    from lyricslab.tracking.bundle import load_run
+
+    bundle = load_run(run_id)
+    splits = load_splits(cfg.data, cfg.data_size.songs)
+    test = splits.frame[splits.frame["split"] == "test"]
+    texts = dict(zip(test.index, condition_splits(cfg, splits).texts["test"]))
+
+    def bpc(index) -> float:
+        stream = np.concatenate([[EOS_ID], bundle.tokenizer.encode_songs([texts[i] for i in index])]).astype(np.int32)
+        rows = min(cfg.trainer.batch_size, math.ceil((len(stream) - 1) / cfg.trainer.seq_len))
+        length = math.ceil((len(stream) - 1) / (rows * cfg.trainer.seq_len)) * cfg.trainer.seq_len
+        x = np.resize(stream[:-1], rows * length).reshape(rows, length)  # past the end: filler, not scored
+        y = np.resize(stream[1:], rows * length).reshape(rows, length)
+        log_probs = keras.ops.convert_to_numpy(keras.ops.log_softmax(bundle.model(x), axis=-1)).astype(np.float64)
+        nll = -np.take_along_axis(log_probs, y[..., None], axis=-1)[..., 0].ravel()[:len(stream) - 1]
+        scored = ~np.isin(stream[1:], bundle.tokenizer.control_ids())
+        return nll[scored].sum() / math.log(2) / sum(len(test.loc[i, "lyrics"]) + 1 for i in index)
+
+    assert metrics["test_bpc"] == pytest.approx(bpc(test.index), rel=1e-4)
     for column, values in (("tag", ("rap", "country")), ("language", ("en", "es"))):
-        songs = [metrics[f"test_songs_{column}_{v}"] for v in values]
-        assert all(n >= 1 for n in songs)
-        totals.append(sum(songs))
-        assert all(0 < metrics[f"test_bpc_{column}_{v}"] < 10 for v in values)
-    assert totals[0] == totals[1]  # every test song is in one tag group and one language group
+        for value in values:
+            index = test.index[test[column] == value]
+            assert len(index) >= 1 and metrics[f"test_songs_{column}_{value}"] == len(index)
+            assert metrics[f"test_bpc_{column}_{value}"] == pytest.approx(bpc(index), rel=1e-4), (column, value)
     logged = mlflow.get_run(run_id).data.metrics
     assert "test_bpc_language_es" in logged and "test_bpc_tag_rap" in logged
 
