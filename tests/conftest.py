@@ -35,6 +35,13 @@ def compose(overrides: list[str] | None = None):
         return hydra_compose("config", overrides=overrides or [])
 
 
+@pytest.fixture(autouse=True)
+def no_inherited_tracking_uri(monkeypatch):
+    """mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI, which is the configs' default tracking.uri:
+    one test's store must not become the next test's default."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> list[str]:
     """Overrides that send runs and caches into this test's temporary folder."""

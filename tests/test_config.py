@@ -10,7 +10,7 @@ OPTIONS = [(g, f.stem) for g in GROUPS for f in sorted((CONF / g).glob("*.yaml")
 
 def test_groups_are_the_documented_ones():
     assert GROUPS == ["data", "data_size", "dropout", "embedding", "experiment", "model", "optimizer", "scheduler",
-                      "tokenizer"]
+                      "tokenizer", "tracking"]
     assert {o for g, o in OPTIONS if g == "experiment"} == {"lyrics_lstm", "lyrics_transformer"}
     assert {o for g, o in OPTIONS if g == "model"} == {"simple_rnn", "lstm", "gru", "transformer", "gpt2_lora", "bert_mlm"}
     assert {o for g, o in OPTIONS if g == "scheduler"} == {"constant", "exponential", "cosine", "warmup_cosine",

@@ -214,7 +214,7 @@ def test_training_logs_lyric_metrics_against_human_text_of_the_same_count_and_le
     (["run_id=nope"], "no MLflow run 'nope'"),
     (["temperature=0"], "use sampler=greedy"),
     ([], "exactly one of run_id"),
-    (["n=x"], "n must be a number"),
+    (["n=x"], "n must be a whole number"),
 ])
 def test_generate_errors_are_one_clear_line(trained_run, args, message, capsys):
     run_id, uri, _, _ = trained_run
@@ -514,7 +514,7 @@ def test_evaluate_on_a_csv_reproduces_the_runs_test_split(trained_run, tmp_path,
     (["csv=x.csv"], "pass exactly one of run_id="),
     (["run_id=abc"], "pass csv="),
     (["run_id=abc", "csv=x.csv", "samples=maybe"], "samples must be true or false"),
-    (["run_id=abc", "csv=x.csv", "bogus=1"], "unknown argument"),
+    (["run_id=abc", "csv=x.csv", "bogus=1"], "evaluate has no key 'bogus'"),
 ])
 def test_evaluate_bad_arguments_are_one_line_errors(args, message, capsys):
     from lyricslab import evaluate

@@ -38,8 +38,9 @@ from lyricslab.scoring.held_out import (
 from lyricslab.scoring.lyric_metrics import sample_metrics
 from lyricslab.scoring.scorers import full_context_scorer, score_windows
 from lyricslab.scoring.song_cache import ARTIFACT as SONG_CACHE_ARTIFACT
+from lyricslab.text import tokenizers
 from lyricslab.text.factory import load_tokenizer, train_tokenizer
-from lyricslab.text.tokenizers import TOKENIZER_CACHE_VERSION, Tokenizer
+from lyricslab.text.tokenizers import Tokenizer
 from lyricslab.text.windows import Windows, carried_batches, make_windows, to_dataset
 from lyricslab.tracking.plots import learning_curves
 from lyricslab.training.budget import Budget
@@ -132,7 +133,7 @@ def tokenize_splits(tok_cfg: Any, texts: dict[str, list[str]], cache_path: Path 
     Sweep trials that share both reuse the saved tokenizer and token streams instead of
     retraining BPE and re-encoding every song per trial.
     """
-    blob = {"v": TOKENIZER_CACHE_VERSION, "tokenizer": OmegaConf.to_container(tok_cfg, resolve=True)}
+    blob = {"v": tokenizers.TOKENIZER_CACHE_VERSION, "tokenizer": OmegaConf.to_container(tok_cfg, resolve=True)}
     key = hashlib.sha256(json.dumps(blob, sort_keys=True).encode())
     folder = Path(f"{cache_path}-tok-{key.hexdigest()[:12]}") if cache_path is not None else None
     if folder is not None and (folder / "streams.npz").exists():
