@@ -9,12 +9,15 @@ every trial (e.g. data=genius data.path=...).
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from typing import Any
 
 from lyricslab.config.runtime import quiet_tensorflow
+from lyricslab.sweeps.rdb import hide_passwords, shown_url
 
+STORAGE_ENV = "LYRICSLAB_STORAGE"  # the storage URL, kept out of argv (and so out of `ps`)
 SPEC_KEYS = {"study_name", "n_trials", "timeout", "budget_minutes", "storage", "sampler", "pruner", "max_failed_share",
              "heartbeat", "objectives", "warm_start"}
 
@@ -53,6 +56,22 @@ def parse_args(argv: list[str]) -> tuple[str, int, int | None, dict[str, Any], l
     return sweep, workers, worker, spec_over, hydra_over
 
 
+def without_secrets(argv: list[str], storage: str | None) -> tuple[list[str], dict[str, str]]:
+    """argv for a worker process without storage= or tracking.uri= (they may hold passwords), and the
+    environment that carries them instead."""
+    env = dict(os.environ)
+    kept = []
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        if key == "tracking.uri":
+            env["MLFLOW_TRACKING_URI"] = value
+        elif key != "storage":
+            kept.append(arg)
+    if storage:
+        env[STORAGE_ENV] = storage
+    return kept, env
+
+
 def load(sweep: str, spec_over: dict[str, Any], hydra_over: list[str], check: bool = True):
     """The sweep spec; `check` composes the space against the configs (a worker skips it: its parent did)."""
     from lyricslab.sweeps.spec import check_choices, load_spec, validate
@@ -60,6 +79,8 @@ def load(sweep: str, spec_over: dict[str, Any], hydra_over: list[str], check: bo
     nested = {k: v for k, v in spec_over.items() if isinstance(v, dict)}
     flat = {k: v for k, v in spec_over.items() if not isinstance(v, dict)}
     spec = load_spec(sweep, flat, extra_fixed=hydra_over)
+    if "storage" not in flat and os.environ.get(STORAGE_ENV):  # the command line, then the environment, then the file
+        spec.storage = os.environ[STORAGE_ENV]
     for head, values in nested.items():
         if head == "warm_start":  # warm_start.study=demo warm_start.best=3: one more entry
             from lyricslab.sweeps.warm_start import check_entries
@@ -101,18 +122,20 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
     from lyricslab.sweeps import parent_run as report
+    from lyricslab.sweeps.coordination import StudyLock
     from lyricslab.sweeps.workers import Supervisor, fail_dead_worker_trials
     from lyricslab.tracking import runs as tracking
 
     try:
-        study = open_study(spec, worker or 0)
+        study = open_study(spec)
     except SpaceError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except Exception as err:  # an unusable storage URL: Optuna/SQLAlchemy raise many kinds
-        print(f"error: cannot open the study in storage={spec.storage} ({type(err).__name__}: "
-              f"{str(err).splitlines()[0] if str(err) else ''}); use journal, journal:PATH or a SQLAlchemy URL such as "
-              f"postgresql+psycopg://user:pass@host/db", file=sys.stderr)
+        first = hide_passwords(str(err).splitlines()[0] if str(err) else "", spec.storage)
+        print(f"error: cannot open the study in storage={shown_url(spec.storage)} ({type(err).__name__}: {first}); "
+              f"use journal, journal:PATH or a SQLAlchemy URL such as postgresql+psycopg://user:pass@host/db",
+              file=sys.stderr)
         return 2
     base_cfg = compose_trial(spec, {})
     try:
@@ -128,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     fail_dead_worker_trials(study, retry)
 
     if worker is not None:
-        run_worker(spec, study, study.user_attrs[report.PARENT_ATTR], worker=worker)
+        run_worker(spec, study, study.user_attrs[report.PARENT_ATTR])
         return 0
 
     from lyricslab.sweeps import warm_start
@@ -138,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     except SpaceError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    parent = report.ensure_parent(study, spec, base_cfg.tracking)
+    parent = report.ensure_parent(study, spec, base_cfg.tracking, StudyLock(spec.storage, spec.study_name,
+                                                                              mlruns_root()))
     for line in warm_start.queue(study, spec, warm, warm_notes, parent):  # queued before any worker starts
         print(line, flush=True)
     pins = "".join(f", pinned {k}={v}" for k, v in spec.pinned.items())
@@ -147,8 +171,11 @@ def main(argv: list[str] | None = None) -> int:
     interrupted, guard, supervisor = False, FailureGuard(spec.max_failed_share), None
     try:
         if workers > 1:
-            supervisor = Supervisor(study, [sys.executable, "-m", "lyricslab.sweep", *argv], workers, spec.n_trials,
-                                    retry, spec.timeout, stop=lambda: guard.check(study) is not None)
+            # Workers inherit the storage URL and tracking URI through the environment, never argv.
+            argv_safe, env = without_secrets(argv, spec.storage)
+            supervisor = Supervisor(study, [sys.executable, "-m", "lyricslab.sweep", *argv_safe], workers,
+                                    spec.n_trials, retry, spec.timeout, stop=lambda: guard.check(study) is not None,
+                                    env=env)
             supervisor.run()
             guard.check(study)
         else:

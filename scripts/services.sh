@@ -143,9 +143,11 @@ start_mlflow() {
     # Its own session, so `down` can end the server and the workers it forks as one process group.
     # MLflow 3's background-job runner (GenAI jobs) idles at ~1.4 GB here and serves nothing lyricslab
     # uses: off unless the caller turns it on.
+    # The backend store URI holds the database password: through the environment, never argv (ps shows argv).
     # shellcheck disable=SC2086  # MLFLOW_SERVER_ARGS is a list of options
+    MLFLOW_BACKEND_STORE_URI="$(storage_url mlflow)" \
     MLFLOW_SERVER_ENABLE_JOB_EXECUTION="${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}" setsid "$PYTHON" -m mlflow server --host "$HOST" --port "$MLFLOW_PORT" --workers 1 \
-        --backend-store-uri "$(storage_url mlflow)" --serve-artifacts --artifacts-destination "$DIR/artifacts" \
+        --serve-artifacts --artifacts-destination "$DIR/artifacts" \
         "${extra[@]}" ${MLFLOW_SERVER_ARGS:-} >"$DIR/mlflow.log" 2>&1 </dev/null &
     echo $! >"$DIR/mlflow.pid"
     local i
@@ -173,6 +175,9 @@ stop_mlflow() {
 print_settings() {
     echo "storage=$(storage_url optuna)"
     echo "tracking.uri=$(tracking_uri)"
+    echo "# or, keeping the password off command lines (and out of ps), in each host's environment:"
+    echo "export LYRICSLAB_STORAGE='$(storage_url optuna)'"
+    echo "export MLFLOW_TRACKING_URI='$(tracking_uri)'"
 }
 
 cmd="${1:-}"
@@ -192,7 +197,7 @@ case "$cmd" in
         save_state
         start_mlflow
         echo "PostgreSQL on $HOST:$PG_PORT and MLflow on $(tracking_uri); data in $DIR"
-        echo "Pass these to every sweep (on every host):"
+        echo "Pass these to every sweep (on every host), as settings or as environment variables:"
         print_settings
         ;;
     status)

@@ -57,9 +57,11 @@ def write_sweep(folder: Path, name: str = STUDY, n: int = 2) -> Path:
     return path
 
 
-def sweep_cli(args: list[str], cwd: Path, timeout: int = 600, prefix: list[str] | None = None):
+def sweep_cli(args: list[str], cwd: Path, timeout: int = 600, prefix: list[str] | None = None,
+              extra_env: dict[str, str] | None = None):
     cmd = [sys.executable, *(prefix or ["-m", "lyricslab.sweep"]), *args]
-    return subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, cwd=cwd, env={**env(), **(extra_env or {})}, capture_output=True, text=True,
+                          timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -160,17 +162,27 @@ def assert_one_line_error(out, *needles: str):
     assert last.startswith("error: ") and all(n in last for n in needles), last
 
 
-@pytest.mark.parametrize("case", ["unreachable", "no database", "bad password", "no driver"])
-def test_cli_storage_errors_are_one_line(case, services, tmp_path):  # noqa: F811
+@pytest.mark.parametrize("case", ["unreachable", "no database", "bad password", "no driver", "from the environment"])
+def test_cli_storage_errors_are_one_line_and_never_print_the_password(case, services, tmp_path):  # noqa: F811
     url, prefix = services.db_url(), None
     if case == "unreachable":
         url, needle = url.replace(f":{services.pg_port}/", f":{free_port()}/"), "cannot reach the database server"
     elif case == "no database":
         url, needle = services.db_url("nosuchdb"), "database 'nosuchdb' does not exist"
     elif case == "bad password":
-        url, needle = services.db_url(password="wrong"), "wrong user or password"
-    else:
+        url, needle = services.db_url(password="not-the-secret-4711"), "wrong user or password"
+    elif case == "no driver":
         prefix, needle = ["-c", NO_PSYCOPG], "pip install 'lyricslab[postgres]'"
-    args = [f"sweep={write_sweep(tmp_path, 'errs', n=1)}", f"storage={url}", f"data.cache_dir={tmp_path}/cache",
+    else:  # LYRICSLAB_STORAGE instead of storage=: the same check, the same masking
+        url, needle = services.db_url("nosuchdb"), "database 'nosuchdb' does not exist"
+    args = [f"sweep={write_sweep(tmp_path, 'errs', n=1)}", f"data.cache_dir={tmp_path}/cache",
             f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"]
-    assert_one_line_error(sweep_cli(args, tmp_path, timeout=120, prefix=prefix), needle)
+    extra_env = {}
+    if case == "from the environment":
+        extra_env = {"LYRICSLAB_STORAGE": url}
+    else:
+        args.append(f"storage={url}")
+    out = sweep_cli(args, tmp_path, timeout=120, prefix=prefix, extra_env=extra_env)
+    assert_one_line_error(out, needle)
+    password = url.split(":")[2].split("@")[0]
+    assert password not in out.stdout + out.stderr  # shown as ***, on every error path

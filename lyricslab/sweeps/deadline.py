@@ -19,11 +19,18 @@ MIN_SHARE = 0.5  # a trial cut below half of its own budget would not be compara
 
 
 class SweepDeadline:
-    """The end of a sweep's (or one worker's) time, `minutes` after it is made; None = no end."""
+    """The end of a sweep's time, `minutes` after it is made (or `until` a stored end); None = no end."""
 
     def __init__(self, minutes: float | None, clock: Callable[[], float] = time.monotonic):
         self.clock = clock
         self.end = None if minutes is None else clock() + 60.0 * float(minutes)
+
+    @classmethod
+    def until(cls, end: float | None, clock: Callable[[], float] = time.time) -> "SweepDeadline":
+        """A deadline at `end` (epoch seconds, as stored with the study), on the wall clock every host shares."""
+        deadline = cls(None, clock)
+        deadline.end = end
+        return deadline
 
     def minutes_left(self) -> float | None:
         return None if self.end is None else max(self.end - self.clock(), 0.0) / 60.0

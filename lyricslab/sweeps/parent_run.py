@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 import warnings
@@ -13,6 +14,7 @@ import optuna
 from mlflow.entities import RunStatus
 from omegaconf import OmegaConf
 
+from lyricslab.sweeps.coordination import StudyLock
 from lyricslab.sweeps.spec import SweepSpec
 from lyricslab.tracking import runs as tracking
 
@@ -20,20 +22,23 @@ PARENT_ATTR = "mlflow_parent_run_id"
 RUN_ATTR = "mlflow_run_id"
 
 
-def ensure_parent(study: optuna.Study, spec: SweepSpec, tracking_cfg: Any) -> str:
-    """The study's parent run id, creating the run the first time; reopened (RUNNING) on resume."""
+def ensure_parent(study: optuna.Study, spec: SweepSpec, tracking_cfg: Any, lock: StudyLock | None = None) -> str:
+    """The study's parent run id, creating the run the first time; reopened (RUNNING) on resume.
+
+    Under the study's lock: hosts starting together must not each create a parent run."""
     experiment_id = tracking.setup(tracking_cfg)
     client = mlflow.MlflowClient()
-    run_id = study.user_attrs.get(PARENT_ATTR)
-    if run_id:
-        client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
-        tag_pins(client, run_id, spec)
-        return run_id
-    run = client.create_run(experiment_id, run_name=f"sweep:{spec.study_name}",
-                            tags={"sweep": spec.study_name, "lyricslab.role": "sweep-parent",
-                                  **{k: v for k, v in tracking.run_tags_base().items()}})
-    run_id = run.info.run_id
-    study.set_user_attr(PARENT_ATTR, run_id)
+    with lock.held() if lock is not None else contextlib.nullcontext():
+        run_id = study.user_attrs.get(PARENT_ATTR)
+        if run_id:
+            client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+            tag_pins(client, run_id, spec)
+            return run_id
+        run = client.create_run(experiment_id, run_name=f"sweep:{spec.study_name}",
+                                tags={"sweep": spec.study_name, "lyricslab.role": "sweep-parent",
+                                      **{k: v for k, v in tracking.run_tags_base().items()}})
+        run_id = run.info.run_id
+        study.set_user_attr(PARENT_ATTR, run_id)
     params = {"sweep.file": spec.path.name, "sweep.study_name": spec.study_name, "sweep.n_trials": spec.n_trials,
               "sweep.timeout": spec.timeout, "sweep.budget_minutes": spec.budget_minutes,
               "sweep.objectives": [f"{o.metric}:{o.direction}" for o in spec.objectives],
@@ -195,6 +200,8 @@ def finish_parent(study: optuna.Study, spec: SweepSpec, run_id: str, best_config
                 [{"trial": t.number, "values": t.values, "params": t.params} for t in best], indent=2))
         _plots(study, spec, out)
         client.log_artifacts(run_id, tmp)
+    if not interrupted and study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        return metrics  # another host still runs trials: the last one to finish ends the parent run
     status = RunStatus.KILLED if interrupted else RunStatus.FINISHED
     client.set_terminated(run_id, status=RunStatus.to_string(status))
     return metrics

@@ -10,6 +10,7 @@ is tested before use and replaced after five minutes.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from lyricslab.sweeps.space import SpaceError
@@ -41,6 +42,27 @@ class StorageError(SpaceError):
     A SpaceError so the sweep's command line, which already prints those as one `error:` line,
     reports it the same way.
     """
+
+
+def shown_url(url: str | None) -> str:
+    """The URL as it may be printed or logged: its password as ***."""
+    if not is_rdb_url(url):
+        return str(url or "journal")
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return re.sub(r"(//[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def hide_passwords(text: str, *urls: str | None) -> str:
+    """`text` with the password of each URL (and of any user:password@ in it) replaced by ***."""
+    for url in urls:
+        if is_rdb_url(url):
+            text = text.replace(url, shown_url(url))
+    return re.sub(r"(://[^:/@\s]+:)[^@\s]*@", r"\1***@", text)
 
 
 def is_rdb_url(url: str | None) -> bool:

@@ -162,7 +162,14 @@ def load_spec(name: str, overrides: dict[str, Any] | None = None, extra_fixed: l
         heartbeat={"interval": 10, "grace": 60, "max_retry": 2, **(raw.get("heartbeat") or {})},
         warm_start=check_entries(raw.get("warm_start")),
     )
+    if not params:
+        raise SpaceError(f"{path.name} has no params to search, so every trial would train the same config; "
+                         f"add some (params: {{model.units: 'choice(128, 256)'}}) or train once with python -m "
+                         f"lyricslab.run")
     spec.space = parse_space(spec.params, spec.fixed_values, spec.pinned)
+    if all(p.pinned for p in spec.space):
+        raise SpaceError(f"{path.name}: the command line pins every searched key ({', '.join(sorted(spec.pinned))}), "
+                         f"so every trial would train the same config; leave at least one unpinned")
     check_choices(spec)
     if spec.n_trials < 1:
         raise SpaceError(f"{path.name}: n_trials must be at least 1")

@@ -61,12 +61,6 @@ def journal_path(url: str | None, study_name: str, root: Path) -> Path | None:
     return None
 
 
-def trials_lock_path(url: str | None, study_name: str, root: Path) -> Path:
-    """The lock file the workers of this host share to hand out trials (see budget.py)."""
-    journal = journal_path(url, study_name, root)
-    return Path(f"{journal}.trials.lock") if journal else root / "optuna" / f"{study_name}.trials.lock"
-
-
 def make_storage(url: str | None, study_name: str, root: Path, heartbeat: dict[str, Any],
                  retry: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None) -> Any:
     """`None`/`journal` -> mlruns/optuna/<study>.log; `journal:PATH`; or an RDB URL (sqlite, postgresql, ...).

@@ -12,6 +12,7 @@ from typing import Any
 import keras
 import mlflow
 import optuna
+import sqlalchemy
 from hydra import compose, initialize_config_dir
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import RetryHeartbeatStaleTrialCallback
@@ -20,11 +21,12 @@ from optuna.trial import TrialState
 from optuna_integration.keras import KerasPruningCallback
 
 from lyricslab.config.paths import CONF_DIR
+from lyricslab.sweeps.coordination import StudyLock, claim_worker_number, study_deadline
 from lyricslab.sweeps.deadline import SweepDeadline, rounds_per_trial
 from lyricslab.sweeps.objectives import value as objective_value
 from lyricslab.sweeps.parent_run import RUN_ATTR, best_trials, close_orphan_runs
 from lyricslab.sweeps.space import SpaceError, grid_values, sample, to_overrides
-from lyricslab.sweeps.storage import make_storage, trials_lock_path
+from lyricslab.sweeps.storage import make_storage
 from lyricslab.sweeps.trial_count import BudgetedStudy, BudgetSpent
 from lyricslab.sweeps.warm_start import WARM_ATTR
 from lyricslab.sweeps.workers import (
@@ -33,7 +35,9 @@ from lyricslab.sweeps.workers import (
     fail_dead_worker_trials,
     record_worker,
 )
-from lyricslab.training.train import train
+from lyricslab.training import (
+    train as training,  # looked up at call time: tests swap train()
+)
 
 
 def compose_trial(spec, values: dict[str, Any]):
@@ -150,7 +154,7 @@ def objective_factory(spec, parent_run_id: str, worker: int = 0, deadline=None):
                 cfg.trainer.budget_minutes = deadline.trial_minutes(cfg.trainer.budget_minutes)
             # Reports every epoch (NopPruner just never prunes): curves for the intermediate-values plot.
             callbacks = [] if spec.multi_objective or monitor is None else [KerasPruningCallback(trial, monitor=monitor)]
-            metrics = train(cfg, callbacks=callbacks, parent_run_id=parent_run_id, tags=tags, on_run_start=on_start)
+            metrics = training.train(cfg, callbacks=callbacks, parent_run_id=parent_run_id, tags=tags, on_run_start=on_start)
         except optuna.TrialPruned:
             steps = trial.storage.get_trial(trial._trial_id).intermediate_values
             if run_ids and steps:
@@ -180,13 +184,22 @@ def mlruns_root():
     return Path(os.environ.get("LYRICSLAB_MLRUNS", "mlruns"))
 
 
-def open_study(spec, worker: int = 0):
-    storage = make_storage(spec.storage, spec.study_name, mlruns_root(), spec.heartbeat, retry_dead_trial(spec))
-
+def open_study(spec, attempts: int = 8):
+    """The study, created if new. Several hosts starting at the same instant on an empty database all
+    try to create Optuna's tables and the study; the losers of that race see a unique violation and
+    simply try again (the winner's tables and study are there by then)."""
     rounds = rounds_per_trial(compose_trial(spec, {}).trainer)
-    return optuna.create_study(study_name=spec.study_name, storage=storage, load_if_exists=True,
-                               directions=[o.direction for o in spec.objectives],
-                               sampler=make_sampler(spec, worker), pruner=make_pruner(spec, rounds))
+    for attempt in range(attempts):
+        try:
+            storage = make_storage(spec.storage, spec.study_name, mlruns_root(), spec.heartbeat,
+                                   retry_dead_trial(spec))
+            return optuna.create_study(study_name=spec.study_name, storage=storage, load_if_exists=True,
+                                       directions=[o.direction for o in spec.objectives],
+                                       sampler=make_sampler(spec), pruner=make_pruner(spec, rounds))
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError, optuna.exceptions.DuplicatedStudyError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def retry_dead_trial(spec):
@@ -195,33 +208,40 @@ def retry_dead_trial(spec):
     return RetryDeadWorkerTrial(None if max_retry is None else int(max_retry))
 
 
-def run_worker(spec, study, parent_run_id: str, callbacks=(), worker: int = 0) -> FailureGuard:
+def run_worker(spec, study, parent_run_id: str, callbacks=()) -> FailureGuard:
+    """Run trials until the study has n_trials, its end has come or too many failed; any host, any time.
+
+    The worker takes a number from the study (its sampler's stream: seed + number) and the sweep's
+    end stored with the study (lyricslab.sweeps.coordination), so workers on several hosts neither
+    replay each other's trials nor outlast the sweep.
+    """
     counted = (TrialState.COMPLETE, TrialState.PRUNED)
     guard = FailureGuard(spec.max_failed_share)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    # Parallel workers would each start one trial past n_trials; this study hands out exactly n_trials.
     retry = retry_dead_trial(spec)
-    study = BudgetedStudy(study, spec.n_trials, trials_lock_path(spec.storage, spec.study_name, mlruns_root()),
-                          before_count=lambda s: fail_dead_worker_trials(s, retry))
-    started = time.monotonic()
-    deadline = SweepDeadline(None if spec.timeout is None else float(spec.timeout) / 60.0)
+    lock = StudyLock(spec.storage, spec.study_name, mlruns_root())
+    number = claim_worker_number(study, lock)
+    deadline = SweepDeadline.until(study_deadline(study, lock, spec.timeout))
     per_trial = compose_trial(spec, {}).trainer.get("budget_minutes")
+    # Parallel workers would each start one trial past n_trials; this study hands out exactly n_trials.
+    study = BudgetedStudy(study, spec.n_trials, lock, before_count=lambda s: fail_dead_worker_trials(s, retry),
+                          sampler=make_sampler(spec, number), can_start=lambda: deadline.room_for(per_trial))
 
     def stop_when_no_room(study, trial) -> None:  # the next trial would get too little of its budget
         if not deadline.room_for(per_trial):
             study.stop()
 
     while len(study.get_trials(deepcopy=False, states=counted)) < spec.n_trials and not guard.message:
-        left = None if spec.timeout is None else float(spec.timeout) - (time.monotonic() - started)
-        if (left is not None and left <= 0) or not deadline.room_for(per_trial):
+        left = deadline.minutes_left()
+        if not deadline.room_for(per_trial):
             break
         try:
             # gc_after_trial=False: the objective's keras clear_session() has just run a full collection.
-            study.optimize(objective_factory(spec, parent_run_id, worker, deadline), n_trials=None, timeout=left,
-                           catch=(Exception,), gc_after_trial=False,
+            study.optimize(objective_factory(spec, parent_run_id, number, deadline), n_trials=None,
+                           timeout=None if left is None else 60.0 * left, catch=(Exception,), gc_after_trial=False,
                            callbacks=[MaxTrialsCallback(spec.n_trials, states=counted), guard, progress_line,
                                       stop_when_no_room, *callbacks])
-        except BudgetSpent:  # the other workers hold the remaining trials
+        except BudgetSpent:  # the other workers hold the remaining trials, or the sweep's time is up
             pass
         except UpdateFinishedTrialError as err:
             # Another process failed this trial while it ran (its heartbeat looked stale): it has been

@@ -122,8 +122,10 @@ class Supervisor:
 
     def __init__(self, study: optuna.Study, command: list[str], workers: int, n_trials: int,
                  retry: Callable[[optuna.Study, FrozenTrial], None], timeout: float | None = None,
-                 stop: Callable[[], bool] = lambda: False, poll_seconds: float = 0.5):
-        self.study, self.command, self.n_trials, self.retry = study, command, n_trials, retry
+                 stop: Callable[[], bool] = lambda: False, poll_seconds: float = 0.5,
+                 env: dict[str, str] | None = None):
+        """`env`: the workers' environment (it carries the storage URL and tracking URI, kept out of argv)."""
+        self.study, self.command, self.n_trials, self.retry, self.env = study, command, n_trials, retry, env
         self.timeout, self.stop, self.poll_seconds = timeout, stop, poll_seconds
         self.started = time.monotonic()
         self.next_index, self.restarts = 0, 0
@@ -133,10 +135,9 @@ class Supervisor:
             self.start()
 
     def start(self) -> None:
+        # The sweep's end is stored with the study: a replacement reads it, so it needs no timeout= of its own.
         args = [*self.command, f"_worker={self.next_index}"]
-        if self.timeout is not None:  # a replacement gets what is left of the sweep's time
-            args.append(f"timeout={max(self.timeout - (time.monotonic() - self.started), 0.0):.1f}")
-        self.children[self.next_index] = subprocess.Popen(args)
+        self.children[self.next_index] = subprocess.Popen(args, env=self.env)
         self.next_index += 1
 
     def work_left(self) -> bool:
