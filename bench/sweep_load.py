@@ -20,16 +20,20 @@ import time
 from pathlib import Path
 
 from bench.common import Target, check, out_dir, quick, record
+from lyricslab.sweeps.coordination import DEADLINE_ATTR
 
 TARGET_STORAGE_ERRORS = Target("<=", 0, "")
 TARGET_DUPLICATES = Target("<=", 0, "")
 TARGET_FAILED = Target("<=", 0, "")
+TARGET_OVERSHOOT = Target("<=", 0, "")
+TARGET_LATE = Target("<=", 0, "")
 
 # A continuous learning rate (and more): with a correct per-worker sampler seed, two trials never
 # share a configuration, so any duplicate means workers drew the same random numbers.
 SPEC = """# load benchmark sweep
 study_name: load
 n_trials: {n}
+timeout: 3600
 sampler: {{name: random, seed: 11}}
 pruner: {{name: none}}
 max_failed_share: 1.0
@@ -127,6 +131,16 @@ class PeakMemory(threading.Thread):
         self.sample()
 
 
+def fresh_database(services, name: str) -> str:
+    """A new, empty database on the services' cluster (its user is the cluster's owner), as its URL."""
+    import psycopg
+
+    with psycopg.connect(host=services.host, port=services.pg_port, user="lyricslab", password=services.password,
+                         dbname="postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return services.db_url(name)
+
+
 def duplicate_configurations(trials) -> int:
     """Trials whose sampled parameters equal an earlier trial's."""
     seen = [json.dumps(t.params, sort_keys=True) for t in trials if t.params]
@@ -142,15 +156,21 @@ def log_lines(path: Path, pattern: re.Pattern) -> list[str]:
 def load() -> dict | None:
     """Parallel workers on one PostgreSQL study, logging through an MLflow tracking server
     (`--serve-artifacts`, so every trial's model, samples and plots are uploaded to it), as a
-    team sharing a study across hosts would run it, here on one machine: 4 workers × 50 tiny
-    trials (1-layer LSTM/GRU, 1 epoch of 4 steps; random sampler over model, optimizer, a
-    continuous learning rate and units, so no two trials should share a configuration).
+    team sharing a study across hosts runs it: 2 simulated hosts × 2 workers, 100 tiny trials in
+    all (1-layer LSTM/GRU, 1 epoch of 4 steps; random sampler over model, optimizer, a continuous
+    learning rate and units, so no two trials should share a configuration). Each host is a
+    separate `python -m lyricslab.sweep` started at the same instant on a fresh database, in its
+    own folder with its own HOME and caches, given the storage URL and tracking URI through the
+    environment only (as on two machines, nothing host-local is shared).
+
+    - **duplicate configurations**: trials whose parameters repeat an earlier trial's (workers
+      drawing the same random numbers, on one host or across hosts, would give pairs);
+    - **overshoot**: trials created beyond n_trials (hosts racing for the last slots);
+    - **late trials**: trials started after the sweep's end stored with the study;
 
     - **storage errors**: lines in the workers' output that carry a database or tracking-server
       exception (SQLAlchemy/psycopg errors, deadlocks, serialization failures, MLflow REST
       failures), plus worker processes that exited abnormally;
-    - **duplicate configurations**: trials whose parameters repeat an earlier trial's (parallel
-      workers drawing the same random numbers would give pairs);
     - **failed trials**: trials that ended FAIL for any reason;
     - **trials per minute**, over the whole command and from the first trial's start to the last
       one's end (the command's own start-up and summary excluded);
@@ -178,11 +198,10 @@ def load() -> dict | None:
     if reason:
         print(f"sweep load skipped: {reason}", file=sys.stderr)
         return None
-    workers, per_worker = (2, 1) if quick() else (4, 50)
-    n = workers * per_worker
-    work = Path(tempfile.mkdtemp(prefix="lyricslab-bench-load-"))  # the sweep's cache, best config, log
-    spec = work / "load.yaml"
-    spec.write_text(SPEC.format(n=n, fixed=json.dumps(TINY)))
+    hosts, workers, per_worker = (2, 1, 1) if quick() else (2, 2, 25)
+    n = hosts * workers * per_worker
+    work = Path(tempfile.mkdtemp(prefix="lyricslab-bench-load-"))  # each host's folder: cache, best config, log
+    spec_text = SPEC.format(n=n, fixed=json.dumps(TINY))
     try:
         with running_services() as services:
             import optuna
@@ -191,20 +210,36 @@ def load() -> dict | None:
                                 int((services.pg_data / "postmaster.pid").read_text().split()[0]))
             memory.start()
             log = work / "sweep.log"
-            command = [sys.executable, "-m", "lyricslab.sweep", f"sweep={spec}", f"storage={services.db_url()}",
-                       f"tracking.uri={services.tracking_uri}", f"tracking.artifact_root={work}/mlruns/artifacts",
-                       f"data.cache_dir={work}/cache", f"workers={workers}"]
-            print(f"  sweep load: {workers} workers × {per_worker} trials on PostgreSQL + MLflow server ...",
+            url = fresh_database(services, f"load_{int(time.time())}")  # the hosts race to create the schema
+            # This checkout's lyricslab, whatever is installed: each host runs in its own temporary folder.
+            base_env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH"))
+                                                                    if p),
+                        "LYRICSLAB_STORAGE": url, "MLFLOW_TRACKING_URI": services.tracking_uri}
+            print(f"  sweep load: {hosts} hosts × {workers} workers, {n} trials on PostgreSQL + MLflow server ...",
                   flush=True)
             started = time.perf_counter()
-            # This checkout's lyricslab, whatever is installed: the sweep runs in the temporary folder.
-            env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
-            with log.open("w") as out:
-                code = subprocess.run(command, cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT).returncode
+            procs, outs = [], []
+            for h in range(hosts):
+                folder = work / f"host-{h}"
+                (folder / "home").mkdir(parents=True)
+                (folder / "load.yaml").write_text(spec_text)
+                out = (folder / "sweep.log").open("w")
+                outs.append(out)
+                procs.append(subprocess.Popen(
+                    [sys.executable, "-m", "lyricslab.sweep", "sweep=load.yaml", f"workers={workers}"], cwd=folder,
+                    env={**base_env, "HOME": str(folder / "home")}, stdout=out, stderr=subprocess.STDOUT))
+            codes = [p.wait() for p in procs]
+            for out in outs:
+                out.close()
+            code = max(codes)
+            with log.open("w") as merged:
+                for h in range(hosts):
+                    merged.write(f"===== host {h} =====\n" + (work / f"host-{h}" / "sweep.log").read_text(errors="replace"))
             wall = time.perf_counter() - started
             memory.stop()
-            study = optuna.load_study(study_name="load", storage=services.db_url())
+            study = optuna.load_study(study_name="load", storage=url)
             trials = study.get_trials(deepcopy=False)
+            end = study._storage.get_study_system_attrs(study._study_id).get(DEADLINE_ATTR)
             server_errors = log_lines(services.folder / "mlflow.log", re.compile(r"\bERROR\b|Traceback"))
             pg_log = log_lines(services.folder / "postgres.log", re.compile(r"\b(ERROR|FATAL|PANIC):"))
     except ServicesError as err:
@@ -231,8 +266,10 @@ def load() -> dict | None:
     ends = [t.datetime_complete for t in trials if t.datetime_complete]
     busy = (max(ends) - min(starts)).total_seconds() if starts and ends else 0.0
 
+    overshoot = max(len(trials) - n, 0)
+    late = sum(1 for t in trials if end is not None and t.datetime_start and t.datetime_start.timestamp() > end)
     figures: dict[str, object] = {
-        "workers × trials each": f"{workers} × {per_worker}",
+        "hosts × workers, trials in all": f"{hosts} × {workers}, {n}",
         "sweep exit code": code,
         "trials COMPLETE / PRUNED / FAIL / RUNNING": " / ".join(str(states[s]) for s in states),
         "wall seconds (whole command)": wall,
@@ -257,7 +294,10 @@ def load() -> dict | None:
     checks = [check("storage errors (workers' output, abnormal worker exits)", len(storage_lines) + len(dead_workers),
                     TARGET_STORAGE_ERRORS),
               check("duplicate configurations", duplicate_configurations(trials), TARGET_DUPLICATES),
-              check("failed trials", states["FAIL"], TARGET_FAILED)]
-    budget = (f"{workers} workers × {per_worker} tiny trials (1-layer LSTM/GRU, 1 epoch × 4 steps, demo corpus) on "
-              "one PostgreSQL study, runs and artifacts through `mlflow server --serve-artifacts`, all on this machine")
+              check("failed trials", states["FAIL"], TARGET_FAILED),
+              check("overshoot (trials beyond n_trials)", overshoot, TARGET_OVERSHOOT),
+              check("trials started after the sweep's stored end", late, TARGET_LATE)]
+    budget = (f"{hosts} simulated hosts × {workers} workers, {n} tiny trials (1-layer LSTM/GRU, 1 epoch × 4 steps, "
+              "demo corpus) on one PostgreSQL study, runs and artifacts through `mlflow server --serve-artifacts`, "
+              "all on this machine; storage URL and tracking URI in the environment")
     return record("sweep.load", "Sweep load on PostgreSQL and an MLflow server", budget, checks, figures)
