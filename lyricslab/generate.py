@@ -16,7 +16,7 @@ from pathlib import Path
 
 from lyricslab.config.cli import exit_with, parse_model_command
 from lyricslab.config.errors import UsageError
-from lyricslab.tracking.bundle import BundleError, open_source
+from lyricslab.tracking.bundle import Bundle, BundleError, open_source
 from lyricslab.tracking.server import TrackingServerError
 
 CONDITIONS = ("genre", "year", "decade", "artist", "lang")  # see lyricslab.data.conditioning
@@ -50,9 +50,13 @@ def start_text(structure: str, prompt: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     try:
         opts = parse_args(argv)
-        bundle = open_source(opts)
+        return write_songs(opts, open_source(opts))
     except (UsageError, TrackingServerError, BundleError) as err:
         return exit_with(err)
+
+
+def write_songs(opts: dict, bundle: Bundle) -> int:
+    """The songs `opts` asks for, printed or written to opts["out"]; an unknown condition is an error line."""
     from tqdm.auto import tqdm
 
     from lyricslab.data.conditioning import (
