@@ -1,1 +1,1 @@
-"""Sampling: cached decoding with keras_hub samplers, and whole songs from a prompt."""
+"""Sampling: whole songs from a prompt, through each model's cached decoding (lyricslab.models.decoding) and keras_hub samplers."""

@@ -1,4 +1,4 @@
-"""Optuna sweeps over Hydra config groups (search spaces, storage, MLflow parent runs)."""
+"""Optuna sweeps over Hydra config groups: sweep files, search spaces, storage, workers on any number of hosts, MLflow parent runs."""
 
 import warnings
 
