@@ -173,32 +173,75 @@ def trained_gpt2(preset, tmp_path_factory):
     return mlflow.last_active_run().info.run_id, store[0].split("=", 1)[1], metrics, cfg
 
 
-def test_training_logs_lora_parameters_and_keeps_the_adapters(trained_gpt2):
+def test_training_logs_lora_parameters_and_keeps_the_adapters(trained_gpt2, preset, tmp_path):
+    import json
+
     import mlflow
 
-    run_id, uri, metrics, _ = trained_gpt2
-    assert 0 < metrics["trainable_params"] < metrics["params"] / 20
-    assert np.isfinite(metrics["test_bpc"]) and np.isfinite(metrics["best_val_bpc"])
+    from lyricslab.data import load_splits
+    from lyricslab.hub.presets import load_backbone
+    from lyricslab.models.gpt2 import PresetCausalLM
+    from lyricslab.scoring.scorers import full_context_scorer
+    from lyricslab.text.preset_tokenizers import GPT2BPETokenizer
+
+    run_id, uri, metrics, cfg = trained_gpt2
+    # Rank-4 adapters on query and value of each of the 2 layers. Keras' EinsumDense kernel there is
+    # (width, heads, head_dim); its adapters are A (width, heads, 4) and B (4, head_dim). Nothing else
+    # trains: the adapted layers' biases stay frozen.
+    shape = json.loads((preset / "config.json").read_text())["config"]
+    width, heads = shape["hidden_dim"], shape["num_heads"]
+    assert metrics["trainable_params"] == 2 * 2 * (width * heads * 4 + 4 * width // heads)  # 2560
     run = mlflow.MlflowClient(uri).get_run(run_id)
     assert int(run.data.params["model.trainable_params"]) == metrics["trainable_params"]
     files = {a.path for a in mlflow.MlflowClient(uri).list_artifacts(run_id, "model")}
     assert {"model/model.keras", "model/lora.lora.h5", "model/tokenizer"} <= files
+    # The untouched preset plus the adapters file is the fine-tuned model: it scores the run's test_bpc,
+    # and the preset alone does not.
+    lora = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model/lora.lora.h5",
+                                               dst_path=str(tmp_path), tracking_uri=uri)
+    tok = GPT2BPETokenizer.from_preset(preset)
+    stream = tok.encode_songs(load_splits(cfg.data, cfg.data_size.songs).test)
+    chars = sum(len(song) + 1 for song in load_splits(cfg.data, cfg.data_size.songs).test)
+
+    def test_bpc(with_adapters: bool) -> float:
+        backbone = load_backbone(preset, "gpt2")
+        if with_adapters:
+            backbone.load_lora_weights(lora)
+        model = PresetCausalLM(backbone, tok.end_token_id)
+        return full_context_scorer(model, cfg.trainer)(stream).metrics(chars, "")["bpc"]
+
+    assert test_bpc(True) == pytest.approx(metrics["test_bpc"], rel=1e-6)
+    assert test_bpc(False) != pytest.approx(metrics["test_bpc"], rel=1e-5)  # 4 small steps: about 1e-4 apart
 
 
 def test_generate_and_evaluate_from_the_run(trained_gpt2, tmp_path, capsys):
+    import mlflow
+    import pandas as pd
+
     from lyricslab import evaluate, generate
+    from lyricslab.data import load_splits
     from lyricslab.data.prepare import demo_path
 
-    run_id, uri, _, _ = trained_gpt2
+    run_id, uri, metrics, cfg = trained_gpt2
     args = [f"run_id={run_id}", f"tracking.uri={uri}", "max_tokens=20", "seed=3", "prompt=I remember"]
     assert generate.main([*args, "--out", str(tmp_path / "a.txt")]) == 0
     assert generate.main([*args, "--out", str(tmp_path / "b.txt")]) == 0
     text = (tmp_path / "a.txt").read_text()
     assert "[Verse]\nI remember" in text and text == (tmp_path / "b.txt").read_text()
-    assert evaluate.main([f"run_id={run_id}", f"tracking.uri={uri}", f"csv={demo_path()}", "samples=false"]) == 0
+    # evaluate on the run's held-out test songs, from the CSV through the saved (merged) model, scores what
+    # training scored with the model in memory.
+    splits = load_splits(cfg.data, cfg.data_size.songs)
+    test_ids = set(splits.frame.loc[splits.frame["split"] == "test", "id"].astype(str))
+    raw = pd.read_csv(demo_path(), dtype=str, keep_default_na=False)
+    raw[raw["id"].isin(test_ids)].to_csv(tmp_path / "held_out.csv", index=False)
+    assert evaluate.main([f"run_id={run_id}", f"tracking.uri={uri}", f"csv={tmp_path / 'held_out.csv'}",
+                          "samples=false"]) == 0
     out = capsys.readouterr().out
     bpc = float(next(line for line in out.splitlines() if line.startswith("| bpc |")).split("|")[2])
-    assert 0 < bpc < 20
+    logged = mlflow.MlflowClient(uri).get_run(run_id).data.metrics
+    assert logged["eval_held_out_songs"] == len(test_ids) == len(splits.test)
+    assert logged["eval_held_out_bpc"] == pytest.approx(metrics["test_bpc"], rel=1e-4)
+    assert bpc == pytest.approx(metrics["test_bpc"], abs=1e-4)  # the printed table, to 4 decimals
 
 
 def test_lora_training_flops_skip_the_weight_gradients(preset):
