@@ -121,7 +121,9 @@ def test_generate_from_a_run_is_deterministic_with_a_seed(trained_run, tmp_path,
     args = [f"run_id={run_id}", f"tracking.uri={uri}", "structure=chorus", "prompt=Oh", "max_tokens=40"]
     assert generate.main([*args, "seed=3", "n=2", "--out", str(tmp_path / "a.txt")]) == 0
     assert generate.main([*args, "seed=3", "n=2", f"out={tmp_path / 'b.txt'}"]) == 0
-    assert generate.main([*args, "seed=4", f"out={tmp_path / 'c.txt'}"]) == 0
+    prefix = [f"run_id={run_id[:8]}", *args[1:]]  # the 8 characters the leaderboard prints are enough
+    assert generate.main([*prefix, "seed=4", f"out={tmp_path / 'c.txt'}"]) == 0
+    assert generate.main([*prefix[1:], "run_id=zz", f"out={tmp_path / 'd.txt'}"]) == 2  # no run starts with zz
     same = generated_parts((tmp_path / "a.txt").read_text(), "[Chorus]\nOh")
     again = generated_parts((tmp_path / "b.txt").read_text(), "[Chorus]\nOh")
     other = generated_parts((tmp_path / "c.txt").read_text(), "[Chorus]\nOh")
