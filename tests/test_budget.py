@@ -6,6 +6,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 
 import keras
 import mlflow
@@ -220,7 +221,10 @@ def test_rounds_of_the_cadence_are_logged_with_round_and_tokens_seen(cadence, st
     monkeypatch.setattr("lyricslab.training.train.measure_steps_per_second", lambda *args: 2.0)  # 0.05 min = 6 steps
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))  # the matmul peak is measured into here
     # steps_per_epoch=4 (TINY) is what a pass-sized round would be; the cadence replaces it.
-    metrics = train(compose([*tiny("lstm"), cadence, "trainer.epochs=3", "trainer.patience=10", *store]))
+    cfg = compose([*tiny("lstm"), cadence, "trainer.epochs=3", "trainer.patience=10", *store])
+    started = time.perf_counter()
+    metrics = train(cfg)
+    wall = time.perf_counter() - started
     tokens = steps * 16 * 32  # batch 16 × seq_len 32
     assert metrics["steps_per_round"] == steps and metrics["rounds_run"] == 3 and metrics["train_tokens"] == 3 * tokens
     client, run = mlflow.MlflowClient(), the_run(tmp_path)
@@ -229,12 +233,23 @@ def test_rounds_of_the_cadence_are_logged_with_round_and_tokens_seen(cadence, st
     assert series["round"] == [(0, 1), (1, 2), (2, 3)]
     assert series["tokens_seen"] == [(0, tokens), (1, 2 * tokens), (2, 3 * tokens)]
     assert [step for step, _ in series["val_bpc"]] == [0, 1, 2]
-    # Every run logs its MFU against this machine's matmul peak, measured once and cached.
+    # Every run logs its MFU against this machine's matmul peak, measured once and cached; each factor
+    # is checked against a second source. FLOPs: 6 per weight of the model's matmuls and token (the LSTM's
+    # kernels, the projection, the output matrix; not the embedding lookup or biases), counted off the model.
+    model = build_model(cfg, int(run.data.params["data.vocab_size"]))
+    matmul_weights = sum(int(np.prod(w.shape)) for w in model.weights
+                         if w.path.endswith(("/kernel", "/recurrent_kernel", "/reverse_embeddings")))
+    assert metrics["train_flops_per_token"] == 6 * matmul_weights
+    # Tokens/s: the tokens over the rounds' training time, which the per-round series also gives.
+    per_round = [m.value for m in client.get_metric_history(run.info.run_id, "tokens_per_sec")]
+    assert len(per_round) == 3 and metrics["train_tokens_per_sec"] == pytest.approx(
+        3 * tokens / sum(tokens / rate for rate in per_round), rel=1e-6)
+    assert metrics["train_tokens_per_sec"] > 3 * tokens / wall  # training is only part of the run
+    # The peak: the one cached for this machine.
+    ((key, peak),) = json.loads((tmp_path / "xdg" / "lyricslab" / "peak.json").read_text()).items()
+    assert key.endswith(f"| {usable_cores()} cores | float32") and metrics["matmul_peak_gflops"] == peak / 1e9
+    assert metrics["mfu"] == pytest.approx(6 * matmul_weights * metrics["train_tokens_per_sec"] / peak)
     assert 0 < metrics["mfu"] <= 1 and run.data.metrics["mfu"] == pytest.approx(metrics["mfu"])
-    assert metrics["mfu"] == pytest.approx(metrics["train_flops_per_token"] * metrics["train_tokens_per_sec"]
-                                           / (metrics["matmul_peak_gflops"] * 1e9))
-    (key,) = json.loads((tmp_path / "xdg" / "lyricslab" / "peak.json").read_text())
-    assert key.endswith(f"| {usable_cores()} cores | float32")
 
 
 def test_throughput_probe_skips_the_traced_first_step_and_stops_when_it_has_enough():
