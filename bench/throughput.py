@@ -4,9 +4,15 @@ width 128, 4 heads, FF 512) against plain hand-written Keras models of the same 
 the same cached batches of random tokens and timed alternately in one process. The ratio is
 plain epoch time ÷ lyricslab epoch time, so above 1 means lyricslab is faster.
 
-Caveat: lyricslab's models compile three training-time metrics (masked NLL, accuracy, top-5
-accuracy) that the plain models don't compute; their cost is part of what is compared, and
-weighs more on the fast transformer step than on the LSTM step.
+Both sides train the same way: the loss alone, no compiled metrics (lyricslab's side is compiled
+by train()'s own `compile_model`), and RMSprop at the default learning rate with gradients
+clipped to norm 1 (lyricslab's side from `build_optimizer`, the default `optimizer=rmsprop` and
+`trainer.gradient_clip`). lyricslab's side also runs train()'s `DerivedMetrics` callback, which
+counts steps and tokens; its cost is part of what is compared.
+
+The figures also give each lyricslab model's MFU at the throughput measured here, by the one
+definition (`lyricslab.training.flops.mfu` over the cached `matmul_peak`; `python -m bench mfu`
+says more).
 """
 
 from __future__ import annotations
@@ -20,14 +26,12 @@ import numpy as np  # noqa: E402
 
 from bench.common import Target, check, compose, interleaved, quick, record, timed, tiny  # noqa: E402
 
-VOCAB = 2000  # the default subword vocabulary
+VOCAB = 2000  # the subword tokenizer's default vocab_size
 TARGET_RATIO = Target(">=", 1.0, "x")  # plain Keras epoch time / lyricslab epoch time
 
 
 def steps() -> int:
     return 2 if quick() else 12
-
-
 
 
 def plain_rnn(cfg, vocab: int) -> keras.Model:
@@ -91,6 +95,8 @@ def pair(model_name: str, vocab: int = VOCAB, extra=()):
 
 
 def run() -> dict:
+    from lyricslab.training.flops import matmul_peak, mfu
+
     rounds = 2 if quick() else 5
     checks, figures = [], {}
     for name in ("lstm", "transformer"):
@@ -100,11 +106,15 @@ def run() -> dict:
         figures[f"{name}: params lyricslab / plain"] = f"{ours.count_params():,} / {plain.count_params():,}"
         figures[f"{name}: tokens/s lyricslab"] = tokens / t_ours
         figures[f"{name}: tokens/s plain Keras"] = tokens / t_plain
+        figures[f"{name}: MFU lyricslab, % of the matmul peak (flops.mfu)"] = 100 * mfu(cfg, VOCAB, tokens / t_ours)
         checks.append(check(f"{name}: throughput lyricslab ÷ plain Keras", t_plain / t_ours, TARGET_RATIO))
+    figures[f"matmul peak GFLOP/s ({cfg.trainer.precision}; lyricslab.training.flops.matmul_peak)"] = (
+        matmul_peak(cfg.trainer.precision) / 1e9)
     shape = " (quick: tiny 1-layer models)" if quick() else ""
     budget = (f"{steps()} steps of {cfg.trainer.batch_size} × {cfg.trainer.seq_len} random tokens (vocab {VOCAB}) "
               f"per epoch, best of {rounds} alternating epochs per side after one warm-up epoch each{shape}")
     return record("throughput", "Training throughput", budget, checks, figures)
+
 
 if __name__ == "__main__":
     run()

@@ -1,6 +1,10 @@
-"""Model FLOPs per token and MFU (model FLOP utilisation), counted in one place.
+"""Model FLOPs per token and MFU (model FLOP utilisation): the one definition and the one peak.
 
-train() logs `mfu` for every run and bench/mfu.py reports it, both from `training_flops_per_token`.
+MFU = training FLOPs per token × training tokens/s ÷ this machine's measured matmul peak at the
+run's precision (`mfu`). train() logs it as `mfu` for every run, and bench/mfu.py and
+bench/throughput.py report it through the same `mfu` and the same cached `matmul_peak`; nothing
+else in the project computes an MFU or measures a peak.
+
 FLOPs are the model's matmuls, counted analytically from the config (2 FLOPs per multiply-add):
 the output head `2·d·V`, each RNN layer `2·gates·u·(in+u)` (plus the `2·u·d` projection when
 units ≠ embedding size), each transformer block `2·4·w²` (Q, K, V and output projections),
@@ -9,7 +13,10 @@ units ≠ embedding size), each transformer block `2·4·w²` (Q, K, V and outpu
 and nanoGPT's estimate_mfu. Embedding lookups, biases, norms and softmax are left out, as there.
 
 The denominator is a matmul peak measured on this machine at the run's precision (a datasheet
-peak for shared vCPUs is neither known nor reached), cached per device, core count and dtype.
+peak for shared vCPUs is neither known nor reached): the fastest of repeated n×n `tf.matmul`s,
+cached per device, core count and dtype. Other jobs on the cores only ever make a measurement
+lower, so a new measurement (`remeasure_matmul_peak`, which `python -m bench mfu` runs) replaces
+the cached peak only when it is higher.
 """
 
 from __future__ import annotations
@@ -107,28 +114,63 @@ def peak_cache_path() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lyricslab" / "peak.json"
 
 
-def matmul_peak(precision: str, path: Path | None = None) -> float:
-    """The machine's measured matmul FLOP/s at `trainer.precision`, measured once and cached.
+def _peak_key(dtype: str) -> str:
+    return f"{device_name()} | {usable_cores()} cores | {dtype}"
 
-    Measured once per device, core count and dtype, so every run on a machine shares one
-    denominator (its MFUs compare) and none pays the 1-2 s measurement again.
-    """
-    dtype = PEAK_DTYPES[str(precision)]
-    path = path or peak_cache_path()
-    key = f"{device_name()} | {usable_cores()} cores | {dtype}"
+
+def _read_peaks(path: Path) -> dict[str, float]:
     try:
-        cache = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except (OSError, ValueError):
-        cache = {}
-    if key not in cache:
-        cache[key] = measure_matmul_peak(dtype)
+        return {}
+
+
+def _store_peak(path: Path, key: str, flops: float) -> float:
+    """Keep the higher of the cached and the new measurement; the peak kept."""
+    cache = _read_peaks(path)  # read again right before writing: a parallel run may have stored one
+    kept = max(float(cache.get(key, 0.0)), flops)
+    if cache.get(key) != kept:
+        cache[key] = kept
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # parallel runs: write aside, rename into place
         tmp.write_text(json.dumps(cache, indent=2))
         tmp.replace(path)
-    return float(cache[key])
+    return kept
+
+
+def matmul_peak(precision: str, path: Path | None = None) -> float:
+    """The machine's measured matmul FLOP/s at `trainer.precision`: the denominator of every MFU.
+
+    Measured once per device, core count and dtype and cached, so every run and benchmark on a
+    machine shares one denominator (their MFUs compare) and none pays the 1-2 s measurement again.
+    """
+    dtype = PEAK_DTYPES[str(precision)]
+    path = path or peak_cache_path()
+    key = _peak_key(dtype)
+    cached = _read_peaks(path).get(key)
+    if cached is not None:
+        return float(cached)
+    return _store_peak(path, key, measure_matmul_peak(dtype))
+
+
+def remeasure_matmul_peak(precision: str, path: Path | None = None) -> float:
+    """Measure the matmul peak again and cache it if it beats the cached one; this measurement's FLOP/s.
+
+    `matmul_peak` then returns the higher of the two: contention only ever lowers a measurement.
+    """
+    dtype = PEAK_DTYPES[str(precision)]
+    flops = measure_matmul_peak(dtype)
+    _store_peak(path or peak_cache_path(), _peak_key(dtype), flops)
+    return flops
 
 
 def model_flop_utilisation(flops_per_token: float, tokens_per_second: float, peak: float) -> float:
-    """Model FLOP/s over the peak FLOP/s."""
+    """Model FLOP/s over the peak FLOP/s: the arithmetic of `mfu`."""
     return flops_per_token * tokens_per_second / peak
+
+
+def mfu(cfg: Any, vocab: int, tokens_per_second: float, peak: float | None = None) -> float:
+    """MFU of training the model `cfg` describes at `tokens_per_second`: training FLOPs per token ×
+    tokens/s ÷ the measured matmul peak at `cfg.trainer.precision` (`matmul_peak`, unless given)."""
+    peak = matmul_peak(cfg.trainer.precision) if peak is None else peak
+    return model_flop_utilisation(training_flops_per_token(cfg, vocab), tokens_per_second, peak)

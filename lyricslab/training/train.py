@@ -56,7 +56,7 @@ from lyricslab.training.fitting import (  # noqa: F401  NonFiniteLoss, steps_per
 )
 from lyricslab.training.flops import (
     matmul_peak,
-    model_flop_utilisation,
+    mfu,
     training_flops_per_token,
 )
 from lyricslab.training.loop import (
@@ -209,15 +209,15 @@ def score_test_split(cfg: Any, data: Corpus, model: keras.Model, scorer: Any, so
 
 
 def throughput_metrics(cfg: Any, vocab_size: int, derived: DerivedMetrics, rounds: Rounds) -> dict[str, float]:
-    """Rounds, tokens and speed; MFU: the model's training FLOP/s over this machine's measured (and
-    cached) matmul peak."""
+    """Rounds, tokens and speed; MFU (lyricslab.training.flops.mfu: the model's training FLOP/s over this
+    machine's measured and cached matmul peak)."""
     tokens_per_sec = derived.tokens_seen / max(derived.train_seconds, 1e-9)
     peak = matmul_peak(cfg.trainer.precision)
     flops_per_token = training_flops_per_token(cfg, vocab_size)
     metrics = {"probe_seconds": rounds.probe_seconds} if cfg.trainer.get("eval_every_minutes") else {}
     return {**metrics, "steps_per_round": float(rounds.steps), "train_tokens": float(derived.tokens_seen),
             "train_tokens_per_sec": tokens_per_sec, "train_flops_per_token": flops_per_token,
-            "matmul_peak_gflops": peak / 1e9, "mfu": model_flop_utilisation(flops_per_token, tokens_per_sec, peak)}
+            "matmul_peak_gflops": peak / 1e9, "mfu": mfu(cfg, vocab_size, tokens_per_sec, peak)}
 
 
 def samples_and_lyric_metrics(cfg: Any, data: Corpus, model: keras.Model, path: Path) -> dict[str, float]:
