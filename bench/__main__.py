@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     if "--quick" in args:
         os.environ["BENCH_QUICK"] = "1"  # before bench.common is read anywhere, and seen by subprocesses
         args = [a for a in args if a != "--quick"]
-    from bench.common import OUT, quick, results_path
+    from bench.common import OUT, quick, reset_overrides, results_path
 
     if args == ["report"]:
         from bench.report import ROOT, write
@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     for name, parts in chosen or [(name, []) for name in NAMES]:
         label = " ".join([name, *parts])
         start = time.perf_counter()
+        reset_overrides()  # each result is stored with the configs its own benchmark composed
         try:
             module = __import__(f"bench.{name}", fromlist=["run"])
             if parts:

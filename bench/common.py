@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import platform
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,15 +43,37 @@ def results_path() -> Path:
     return out_dir() / "results.json"
 
 
+# Overrides that only say where outputs go (under bench/out/) or how much is printed: left out of the
+# overrides a result is stored with.
+HOUSEKEEPING = ("tracking.uri=", "tracking.artifact_root=", "tracking.experiment=", "data.cache_dir=",
+                "trainer.verbose=", "storage=")
+_composed: list[str] = []  # the overrides of every config composed since the last record()
+
+
+def shown_overrides(overrides: list[str]) -> str:
+    """One config's overrides as stored with a result; "(defaults)" for none."""
+    return " ".join(o for o in overrides if not o.startswith(HOUSEKEEPING)) or "(defaults)"
+
+
 def compose(overrides: list[str]):
-    """The project's Hydra config with these overrides, from the configs packaged in lyricslab."""
+    """The project's Hydra config with these overrides, from the configs packaged in lyricslab.
+
+    The overrides are remembered and stored with the next result record() writes."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
     from lyricslab.config.paths import CONF_DIR
 
+    shown = shown_overrides(list(overrides))
+    if shown not in _composed:
+        _composed.append(shown)
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         return hydra_compose("config", overrides=list(overrides))
+
+
+def reset_overrides() -> None:
+    """Forget the configs composed so far (python -m bench calls it before each benchmark)."""
+    _composed.clear()
 
 
 def interleaved(a: Callable[[], float], b: Callable[[], float], rounds: int = 5) -> tuple[float, float]:
@@ -142,12 +164,33 @@ def machine() -> dict:
     return out
 
 
-def record(key: str, title: str, budget: str, checks: list[dict], figures: dict[str, object],
-           texts: dict[str, str] | None = None) -> dict:
-    """Print and store one benchmark's entry in results.json (read by `python -m bench report`).
+# Settings read from the environment that change what a benchmark measures (no secrets among them).
+ENV_SETTINGS = ("BENCH_LORA_PRESET", "LYRICSLAB_DEV_CSV")
 
-    `texts`: titled multi-line outputs (e.g. generated samples), shown verbatim in the report."""
-    entry = {"title": title, "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+
+def command() -> str:
+    """This process's command line, as typed: `python -m bench sweep load`."""
+    argv = list(getattr(sys, "orig_argv", sys.argv))
+    return " ".join(["python", *argv[1:]]) if argv else "python"
+
+
+def record(key: str, title: str, budget: str, checks: list[dict], figures: dict[str, object],
+           texts: dict[str, str] | None = None, overrides: list[str] | None = None) -> dict:
+    """Print and append one benchmark's entry to results.json (read by `python -m bench report`).
+
+    `texts`: titled multi-line outputs (e.g. generated samples), shown verbatim in the report.
+    `overrides`: what the benchmark ran with, one string per config or study, for benchmarks that
+    compose nothing here (subprocesses, sweeps); otherwise the overrides of every config composed
+    since the last record(). Stored with the commit, its uncommitted files, the command and the machine
+    (bench/history.py)."""
+    from bench import history
+
+    shown = list(_composed) if overrides is None else list(overrides)
+    _composed.clear()
+    entry = {"key": key, "run": history.RUN_ID, "title": title,
+             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+             **history.provenance(), "command": command(), "overrides": shown,
+             "env": {k: os.environ[k] for k in ENV_SETTINGS if os.environ.get(k)},
              "machine": machine(), "budget": budget, "quick": quick(), "checks": checks, "figures": figures,
              "texts": texts or {}}
     print(f"\n## {title}")
@@ -155,9 +198,5 @@ def record(key: str, title: str, budget: str, checks: list[dict], figures: dict[
         print(f"  {name:<52} {value:.4g}" if isinstance(value, float) else f"  {name:<52} {value}")
     for name, text in (texts or {}).items():
         print(f"  {name}:\n{text}")
-    path = results_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    results = json.loads(path.read_text()) if path.exists() else {}
-    results[key] = entry
-    path.write_text(json.dumps(results, indent=2, default=str))
+    history.append(results_path(), entry)
     return entry

@@ -1,8 +1,9 @@
-"""Does conditioning work? The real-data LSTM recipe (`experiment=lyrics_lstm`), trained with a `<tag:...>` control token
-before every song and after every line break (`conditioning.fields=[tag]`, `repeat: line`), which
-the LSTM also reads at every step (`every_step: true`), on the dev corpus (784 real Genius songs,
-English ones kept); then each tag's test songs are scored with full context, prompted once with
-their own tag and once with each wrong tag. Conditioning works when a song's own tag gives it the lowest bits/char: the check
+"""Does conditioning work? The real-data LSTM recipe (`experiment=lyrics_lstm`), trained for its
+30-minute budget with a `<tag:...>` control token before every song and after every line break
+(`conditioning.fields=[tag]`, `repeat: line`), which the LSTM also reads at every step
+(`every_step: true`), on the dev corpus (784 real Genius songs, English ones kept); then each
+tag's test songs are scored with full context, prompted once with their own tag and once with
+each wrong tag. Conditioning works when a song's own tag gives it the lowest bits/char: the check
 for each tag is the share of wrong tags that score that tag's songs worse than its own tag does
 (target: all of them).
 
@@ -43,8 +44,6 @@ def overrides() -> list[str]:
                          f"(or run with --quick, which uses the demo corpus)")
     # The real-data recipe (a carried-state 2x256 LSTM) with its budget and validation rounds.
     return [*common, "experiment=lyrics_lstm", f"data.path={DEV_CSV}", f"trainer.budget_minutes={BUDGET_MINUTES}"]
-
-
 
 
 def tag_matrix(bundle, rows: list[dict]) -> dict[str, dict[str, float]]:

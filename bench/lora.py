@@ -9,7 +9,7 @@ its own; the subprocesses alternate, swapping which goes first each round, and t
 of each side is kept. The step time is the median of the timed steps after the first (compiling) one.
 
 The preset is the tiny one the project builds (2 layers, width 64: `python -m lyricslab.presets
-tiny-gpt2`), so on it LoRA's savings are small in absolute terms: the optimizer slots it saves are
+tiny-gpt2 OUT`), so on it LoRA's savings are small in absolute terms: the optimizer slots it saves are
 those of a 150k-parameter model, next to TensorFlow's few hundred MB. Set `BENCH_LORA_PRESET` to a
 real preset folder (e.g. gpt2_base_en's) to measure one that matters.
 """
@@ -110,7 +110,9 @@ def run() -> dict:
     budget = (f"preset {preset_dir.name}, lora_rank 4 on query and value vs every weight, AdamW, {steps} timed "
               f"steps of {batch} × {seq_len} random tokens after one to compile, {rounds} alternating subprocess "
               f"run(s) per side")
-    return record("lora", "LoRA vs full fine-tuning", budget, checks, figures)
+    sides = [" ".join(["model=gpt2_lora", f"model.preset={preset_dir.name}", f"trainer.seq_len={seq_len}", *extra])
+             for extra in SIDES.values()]
+    return record("lora", "LoRA vs full fine-tuning", budget, checks, figures, overrides=sides)
 
 
 if __name__ == "__main__":

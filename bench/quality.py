@@ -4,15 +4,15 @@
 split**: songs the model never saw, split by song with the project's seeded 80/10/10 split, after
 dedupe on normalised text. Bits/char is the exact code length of every test character
 (full-context scoring: sliding windows for a transformer, carried state for an RNN). The
-recipe's figure is the network mixed with its song cache (lyricslab/song_cache.py: what the song
-already said, weights fitted on the val split). The reference is a Kneser-Ney character 8-gram
+recipe's figure is the network mixed with its song cache (lyricslab/scoring/song_cache.py: what
+the song already said, weights fitted on the val split). The reference is a Kneser-Ney character 8-gram
 fitted on the same train split and scored on the same test songs; the target is recipe ÷ n-gram
 ≤ 0.85. Reported beside it, so nobody mistakes where the gain comes from: the network alone, and
 the n-gram with the same song cache.
 
 The comparisons (`python -m bench quality compare`) train each variant for the same shorter budget
 (`COMPARE_MINUTES`), on the same data and splits, and differ in one setting only:
-- song-level context (§3): the transformer with a 512-character context against 64 characters,
+- song-level context: the transformer with a 512-character context against 64 characters,
   and the LSTM with its state carried across windows (char-rnn's truncated backprop) against
   shuffled independent windows;
 - not yet: the tokenizers (char against subword and word), each one more run of the recipe.
@@ -51,8 +51,6 @@ COMPARISONS = {
     # Tokenizers (char against subword BPE and word with byte fallback) are left out for now: each is
     # another run of the recipe, and this bench already takes about 25 minutes.
 }
-
-
 
 
 def train_variant(overrides: list[str], minutes: float, store: Path) -> tuple[dict, str]:
@@ -107,7 +105,7 @@ def recipe() -> dict:
             metrics["test_bpc_song_cache"] / metrics["baseline_ngram_test_song_cache_bpc"]),
         "best val bits/char (restored round)": metrics["best_val_bpc"],
         "test bits/char, non-overlapping windows (the old measure)": metrics["test_bpc_windowed"],
-        "MFU (training FLOP/s ÷ measured matmul peak)": metrics["mfu"],
+        "MFU, % of the matmul peak (the run's logged mfu, lyricslab.training.flops.mfu)": 100 * metrics["mfu"],
         "training tokens processed": int(metrics["train_tokens"]),
         "training tokens/s": metrics["train_tokens_per_sec"],
         "rounds run / best round": f"{int(metrics['rounds_run'])} / {int(metrics['best_round'])}",

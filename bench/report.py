@@ -4,14 +4,19 @@ Every figure in BENCHMARKS.md comes from results.json, and met / not met is deci
 each value and its target (common.Target.met), so nothing in it is typed by hand. The prose of
 each section is the docstring of the benchmark that measured it, read with `ast` so writing the
 report needs no TensorFlow.
+
+results.json keeps every run (bench/history.py); each section shows its key's latest, with the
+commit, command and overrides it ran with. A result whose measured code (MEASURES) changed since
+its commit, or whose commit is unknown, is shown under a "stale: ..." line and marked stale in
+the summary, never as current.
 """
 
 from __future__ import annotations
 
 import ast
-import json
 from pathlib import Path
 
+from bench import history
 from bench.common import Target
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -35,6 +40,34 @@ SECTIONS = [
      "compare"),
 ]
 
+# results key -> the lyricslab code (files or folders) its figures depend on, beside its own bench module. A
+# result measured before a code change to any of these is stale.
+MODELS = ["lyricslab/models/rnn.py", "lyricslab/models/transformer.py", "lyricslab/models/controls.py"]
+TRAINING = ["lyricslab/training/train.py", "lyricslab/training/optim.py", "lyricslab/training/callbacks.py"]
+SWEEP = ["lyricslab/sweep.py", "lyricslab/sweeps"]
+MEASURES = {
+    "throughput": [*MODELS, *TRAINING, "lyricslab/training/flops.py"],
+    "mfu": ["bench/throughput.py", *MODELS, *TRAINING, "lyricslab/training/flops.py"],
+    "ingest": ["lyricslab/data/genius.py", "lyricslab/data/dedupe.py"],
+    "generation": [*MODELS, "lyricslab/models/decoding.py", "lyricslab/sampling/generation.py"],
+    "sweep.overhead": SWEEP,
+    "sweep.pruning": SWEEP,
+    "sweep.memory": SWEEP,
+    "sweep.load": ["bench/services.py", "scripts/services.sh", *SWEEP],
+    "conditioning": ["lyricslab/data/conditioning.py", "lyricslab/conf/experiment/lyrics_lstm.yaml"],
+    "lora": ["lyricslab/models/gpt2.py", "lyricslab/models/lora.py", "lyricslab/conf/model/gpt2_lora.yaml"],
+    "quality": ["lyricslab/conf/experiment/lyrics_lstm.yaml", "lyricslab/scoring/song_cache.py",
+                "lyricslab/scoring/ngram.py"],
+    "quality.compare": ["lyricslab/conf/experiment/lyrics_lstm.yaml",
+                        "lyricslab/conf/experiment/lyrics_transformer.yaml"],
+}
+
+
+def measured_paths(key: str, file: str) -> list[str]:
+    """The files whose code a result of `key` describes: its bench module and MEASURES[key]."""
+    return [f"bench/{file}", *MEASURES.get(key, [])]
+
+
 INTRO = """\
 `make bench` runs every benchmark, then `python -m bench report`, which writes this file from
 `bench/out/results.json`. Nothing here is typed by hand: the figures, the machine and the date
@@ -43,6 +76,12 @@ are constants next to each benchmark in `bench/*.py`). The prose of each section
 docstring of the benchmark that measured it. `python -m bench NAME ...` runs some benchmarks
 (then `python -m bench report`); `python -m bench --quick` runs each at tiny sizes to check the
 code paths, and writes to `bench/out/quick/` instead.
+
+`results.json` keeps every run, with the commit, command, config overrides and machine it ran
+with; each section shows its benchmark's latest run. A result measured at a commit whose
+benchmark code (the bench module and the lyricslab modules it measures) differs from HEAD's,
+with uncommitted changes to that code, or at an unknown commit, is marked **stale**: rerun its
+command to bring it up to date.
 
 These are not timed tests. This VM is noisy, so the two sides of every comparison run
 alternately in one process, swapping which goes first each round (a b, b a, a b, ...), and
@@ -92,24 +131,58 @@ def machine_line(entry: dict) -> str:
     return "; ".join(parts)
 
 
-def summary_table(results: dict) -> list[str]:
+def current(results: dict) -> dict[str, dict]:
+    """key -> {"entry": its latest run, "earlier": runs kept before it, "stale": a reason or None}."""
+    out = {}
+    for key, _, _, file, _ in SECTIONS:
+        if key in results:
+            entry, earlier = results[key]
+            stale = history.stale_reason(entry, measured_paths(key, file))
+            out[key] = {"entry": entry, "earlier": earlier, "stale": stale}
+    return out
+
+
+def summary_table(shown: dict[str, dict]) -> list[str]:
     lines = ["| benchmark | check | target | measured | met |", "|---|---|---|---|---|"]
     for key, title, *_ in SECTIONS:
-        entry = results.get(key)
-        if entry is None:
+        if key not in shown:
             lines.append(f"| {title} | not measured yet | | | |")
             continue
-        for item in entry.get("checks", []):
-            lines.append(f"| {title} | {item['name']} | {target_of(item)} | {measured_cell(item)} | "
+        label = f"{title} (**stale**)" if shown[key]["stale"] else title
+        for item in shown[key]["entry"].get("checks", []):
+            lines.append(f"| {label} | {item['name']} | {target_of(item)} | {measured_cell(item)} | "
                          f"{met_cell(item)} |")
     return lines
 
 
-def section(title: str, command: str, file: str, function: str | None, entry: dict | None) -> list[str]:
+def provenance_lines(entry: dict, earlier: int) -> list[str]:
+    commit = entry.get("commit") or history.UNKNOWN
+    at = "an unknown commit" if commit == history.UNKNOWN else f"commit `{history.short(commit)}`"
+    if entry.get("dirty_files"):
+        at += f" (uncommitted changes to {len(entry['dirty_files'])} tracked file(s))"
+    lines = [f"Measured {entry['date']} at {at} on {machine_line(entry)}.", ""]
+    how = f"Command: `{entry['command']}`" if entry.get("command") else "Command: not recorded"
+    overrides = entry.get("overrides")
+    how += ("; overrides not recorded" if overrides is None else
+            "; overrides: " + ("; ".join(f"`{o}`" for o in overrides) if overrides else "none"))
+    if entry.get("env"):
+        how += "; environment: " + ", ".join(f"`{k}={v}`" for k, v in entry["env"].items())
+    lines += [how + ".", ""]
+    if earlier:
+        lines += [f"{earlier} earlier run(s) of this benchmark are kept in results.json.", ""]
+    return lines
+
+
+def section(title: str, command: str, file: str, function: str | None, shown: dict | None) -> list[str]:
     lines = [f"## {title} (`{command}`)", "", docstring(file, function), ""]
-    if entry is None:
+    if shown is None:
         return lines + [f"Not measured yet: run `{command}`, then `python -m bench report`.", ""]
-    lines += [f"Measured {entry['date']} on {machine_line(entry)}.", "", f"Budget and data: {entry['budget']}.", ""]
+    entry = shown["entry"]
+    if shown["stale"]:
+        lines += [f"**{shown['stale'][0].upper()}{shown['stale'][1:]}.** Rerun `{command}` to measure the code at "
+                  "HEAD.", ""]
+    lines += provenance_lines(entry, shown["earlier"])
+    lines += [f"Budget and data: {entry['budget']}.", ""]
     if entry.get("quick"):
         lines += ["**Quick mode**: tiny sizes that only check the code path; these are not measurements.", ""]
     if entry.get("checks"):
@@ -125,23 +198,30 @@ def section(title: str, command: str, file: str, function: str | None, entry: di
     return lines
 
 
-def render(results: dict) -> str:
-    """BENCHMARKS.md as a string, from a results.json dict."""
+def render(results: dict | list) -> str:
+    """BENCHMARKS.md as a string, from results.json's runs (a list of entries, bench/history.py) or from
+    the earlier form, one entry per key."""
+    runs = results if isinstance(results, list) else history.normalise(results)
+    shown = current(history.latest(runs))
     lines = ["# Benchmarks", "",
              "<!-- Generated by `python -m bench report` from bench/out/results.json; edit bench/*.py, "
              "not this file. -->", "", INTRO, ""]
-    if any(entry.get("quick") for entry in results.values()):
+    if any(s["entry"].get("quick") for s in shown.values()):
         lines += ["**These results come from quick mode (`--quick`): they check code paths and measure "
                   "nothing.**", ""]
-    lines += ["## Summary", "", *summary_table(results), ""]
+    stale = [title for key, title, *_ in SECTIONS if key in shown and shown[key]["stale"]]
+    if stale:
+        lines += [f"**Stale** (measured before a change to their benchmark code, or at an unknown commit): "
+                  f"{', '.join(stale)}.", ""]
+    lines += ["## Summary", "", *summary_table(shown), ""]
     for key, title, command, file, function in SECTIONS:
-        lines += section(title, command, file, function, results.get(key))
+        lines += section(title, command, file, function, shown.get(key))
     return "\n".join(lines).rstrip() + "\n"
 
 
 def write(results_file: Path, markdown_file: Path) -> Path:
     if not results_file.exists():
         raise SystemExit(f"error: {results_file} not found; run `make bench` (or `python -m bench NAME`) first")
-    markdown_file.write_text(render(json.loads(results_file.read_text())))
+    markdown_file.write_text(render(history.read(results_file)))
     print(f"wrote {markdown_file} from {results_file}")
     return markdown_file

@@ -11,7 +11,7 @@ import shutil
 import statistics
 from pathlib import Path
 
-from bench.common import Target, check, out_dir, quick, record
+from bench.common import Target, check, out_dir, quick, record, shown_overrides
 
 TARGET_PRUNING = Target("<=", 0.4, "x")  # trial-epochs a pruned sweep spends to reach the unpruned best
 TARGET_OVERHEAD = Target("<=", 0.03, "%")  # share of a trial's wall time outside fit + test evaluation
@@ -50,6 +50,12 @@ def sweep_args(name: str, n: int, pruner: str, fixed: list[str], params: str = P
     path = root() / f"{name}.yaml"
     path.write_text(SPEC.format(name=name, n=n, pruner=pruner, fixed=json.dumps(fixed), params=params))
     return [f"sweep={path}", *store_args(name)]
+
+
+def described(name: str, n: int, pruner: str, fixed: list[str], params: str = PARAMS) -> str:
+    """A benchmark study as stored with its result: its size, pruner, fixed overrides and search space."""
+    space = "; ".join(line.strip() for line in params.splitlines() if line.strip())
+    return f"study {name}: {n} trials, sampler random, pruner {pruner}, fixed {shown_overrides(fixed)}, params {space}"
 
 
 def load_study(name: str):
@@ -107,7 +113,8 @@ def pruning() -> dict:
                             reach / base_reach if reach else None, TARGET_PRUNING))
     budget = (f"{n} seeded random trials of {epochs} epochs per pruner (1-layer LSTM/GRU, embedding small, "
               "seq_len 64), demo corpus")
-    return record("sweep.pruning", "Sweep pruning savings", budget, checks, figures)
+    return record("sweep.pruning", "Sweep pruning savings", budget, checks, figures,
+                  overrides=[described(f"prune-{p}", n, p, fixed) for p in ("none", "median", "hyperband")])
 
 
 def trial_times(study_name: str) -> list[dict]:
@@ -128,12 +135,14 @@ def trial_times(study_name: str) -> list[dict]:
 
 def overhead() -> dict:
     """Overhead is everything in a sweep trial outside `model.fit` and the test evaluation:
-    Hydra compose, Optuna, sampling the songs the lyric metrics are computed on (3 prompts × 3
-    temperatures, one batched cached-decoding call per prompt), the lyric metrics, saving the
-    `.keras` model and MLflow logging. It is reported as a share of each trial's wall time, for
-    two trial shapes:
-    - **~60 s trials**: two trials of the default 2×256 LSTM (12 epochs on the demo corpus); the
-      check uses the last one;
+    Hydra compose, Optuna, loading the corpus and the n-gram baseline (fitted once per data
+    config, then read from its cache), sampling the songs the lyric metrics are computed on (3
+    prompts × 3 temperatures, one batched cached-decoding call per prompt), the lyric metrics,
+    saving the `.keras` model and MLflow logging. It is reported as a share of each trial's wall
+    time, for two trial shapes:
+    - **2×256 LSTM trials**: two trials of the default 2×256 LSTM (12 epochs on the demo corpus,
+      about two minutes each on 2 cores; each trial's seconds are in the figures); the check uses
+      the last one;
     - **the shipped demo sweep** (`sweeps/demo.yaml` as shipped: its trial shapes, TPE sampler
       and median pruner; 1-layer models, 10 epochs, 120-token samples), whose trials are much
       shorter, so the same fixed costs weigh more; the check uses the median over its completed
@@ -180,7 +189,9 @@ def overhead() -> dict:
     budget = (f"{long_n} trial(s) of the default 2×256 LSTM, {epochs} epochs each, then the shipped demo sweep "
               f"({demo_trials} trials{', shrunk to 1 epoch of 2 steps' if quick() else ''}), demo corpus, one "
               "process")
-    return record("sweep.overhead", "Sweep overhead per trial", budget, checks, figures)
+    studies = [described("overhead", long_n, "none", fixed, "  optimizer.learning_rate: choice(0.002, 0.003)\n"),
+               " ".join(["sweep=demo", f"n_trials={demo_trials}", "timeout=3600", *shrink])]
+    return record("sweep.overhead", "Sweep overhead per trial", budget, checks, figures, overrides=studies)
 
 
 def memory() -> dict:
@@ -204,8 +215,8 @@ def memory() -> dict:
         seen[len(study.trials)] = rss_mb()
 
     epochs, steps = (1, 2) if quick() else (2, 5)
-    args = sweep_args("memory", n, "none", [*SMALL, f"trainer.epochs={epochs}", f"trainer.steps_per_epoch={steps}",
-                                            *(QUICK_TRIAL if quick() else [])])
+    fixed = [*SMALL, f"trainer.epochs={epochs}", f"trainer.steps_per_epoch={steps}", *(QUICK_TRIAL if quick() else [])]
+    args = sweep_args("memory", n, "none", fixed)
     spec = sweep.load(*[sweep.parse_args(args)[i] for i in (0, 3, 4)])
     study = sweep_study.open_study(spec)
     from lyricslab.sweeps import parent_run as sweep_report
@@ -216,7 +227,8 @@ def memory() -> dict:
     figures = {f"RSS MB after trial {k}": seen[k] for k in (1, 5, 10, n) if k in seen}
     checks = [check(f"RSS growth, trial {first} -> {n}", seen[n] - seen[first], TARGET_RSS_GROWTH)]
     budget = f"{n} tiny trials (1-layer LSTM/GRU, {epochs} epoch(s) × {steps} steps), demo corpus, one process"
-    return record("sweep.memory", "Sweep memory", budget, checks, figures)
+    return record("sweep.memory", "Sweep memory", budget, checks, figures,
+                  overrides=[described("memory", n, "none", fixed)])
 
 
 def load() -> dict | None:

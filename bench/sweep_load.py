@@ -300,4 +300,7 @@ def load() -> dict | None:
     budget = (f"{hosts} simulated hosts × {workers} workers, {n} tiny trials (1-layer LSTM/GRU, 1 epoch × 4 steps, "
               "demo corpus) on one PostgreSQL study, runs and artifacts through `mlflow server --serve-artifacts`, "
               "all on this machine; storage URL and tracking URI in the environment")
-    return record("sweep.load", "Sweep load on PostgreSQL and an MLflow server", budget, checks, figures)
+    study = (f"sweep=load.yaml workers={workers} on each of {hosts} hosts; study load: {n} trials, sampler random, "
+             f"pruner none, fixed {' '.join(o for o in TINY if not o.startswith('tracking.'))}")
+    return record("sweep.load", "Sweep load on PostgreSQL and an MLflow server", budget, checks, figures,
+                  overrides=[study])
