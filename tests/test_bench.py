@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -367,3 +368,200 @@ def test_quick_report_is_written_beside_the_quick_results(quick_run):
     for key, title, *_ in report.SECTIONS:
         if key in quick_run.results:
             assert f"## {title}" in text
+
+
+# --- results.json keeps every run, with where it came from; stale results are marked, never shown as current --
+
+def git_repo(root: Path) -> None:
+    for args in (["init", "-q"], ["config", "user.email", "t@example.com"], ["config", "user.name", "t"]):
+        subprocess.run(["git", *args], cwd=root, check=True, capture_output=True)
+
+
+def commit_file(root: Path, name: str, text: str) -> str:
+    path = root / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    subprocess.run(["git", "add", name], cwd=root, check=True, capture_output=True)
+    subprocess.run(["git", "commit", "-qm", f"change {name}"], cwd=root, check=True, capture_output=True)
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def head() -> str:
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=report.ROOT, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+@pytest.fixture
+def results_file(tmp_path, monkeypatch) -> Path:
+    """record() writes here; compose() has remembered nothing yet."""
+    from bench import common
+
+    path = tmp_path / "out" / "results.json"
+    monkeypatch.setattr(common, "results_path", lambda: path)
+    common.reset_overrides()
+    return path
+
+
+def test_record_appends_every_run_with_commit_overrides_command_and_machine(results_file, monkeypatch):
+    from bench import common, history
+
+    old = {**entry("MFU", [item("lstm: MFU", 0.31, ">=", 0.45, "%")]), "date": "2020-01-01 00:00 UTC"}
+    # ^ the earlier form: one entry per key, at the top level
+    results_file.parent.mkdir(parents=True)
+    results_file.write_text(json.dumps({"mfu": old}))
+    common.compose(["model=lstm", "tracking.uri=sqlite:///x.db"])  # where outputs go is left out
+    common.compose(["model=lstm"])  # the same config twice is listed once
+    monkeypatch.setattr(history, "RUN_ID", "first")
+    common.record("mfu", "MFU", "tiny", [item("lstm: MFU", 0.35, ">=", 0.45, "%")], {"x": 1.0})
+    monkeypatch.setattr(history, "RUN_ID", "second")
+    common.record("mfu", "MFU", "tiny", [item("lstm: MFU", 0.40, ">=", 0.45, "%")], {"x": 2.0},
+                  overrides=["study s: 2 trials"])
+    monkeypatch.setenv("LYRICSLAB_DEV_CSV", "/data/dev.csv")
+    common.record("mfu", "MFU", "tiny", [item("lstm: MFU", 0.41, ">=", 0.45, "%")], {"x": 3.0},
+                  overrides=["study s: 3 trials"])  # the same process again: replaces its own entry
+
+    stored = json.loads(results_file.read_text())
+    assert stored["format"] == history.FORMAT and set(stored) == {"format", "runs"}  # migrated in place
+    runs = stored["runs"]
+    assert [r["figures"].get("x") for r in runs] == [None, 1.0, 3.0]  # nothing written over but its own
+    legacy, first, second = runs
+    assert legacy["commit"] == history.UNKNOWN and legacy["checks"][0]["value"] == 0.31
+    assert first["commit"] == second["commit"] == head()
+    assert first["dirty"] == bool(first["dirty_files"])
+    assert first["overrides"] == ["model=lstm"]
+    assert second["overrides"] == ["study s: 2 trials", "study s: 3 trials"]  # what both recordings ran
+    assert second["env"] == {"LYRICSLAB_DEV_CSV": "/data/dev.csv"}
+    assert first["command"].startswith("python ") and first["machine"]["cores"] >= 1
+
+    latest = history.latest(history.read(results_file))
+    assert latest["mfu"][0]["run"] == "second" and latest["mfu"][1] == 2
+    section = report.render(history.read(results_file)).split("## MFU", 1)[1]
+    assert "| lstm: MFU | ≥ 45% | 41% | **no** |" in section and "| lstm: MFU | ≥ 45% | 35%" not in section
+    assert f"at commit `{head()[:10]}`" in section
+    assert "overrides: `study s: 2 trials`; `study s: 3 trials`" in section
+    assert "2 earlier run(s) of this benchmark are kept in results.json." in section
+
+
+def test_a_bench_started_before_the_history_form_still_adds_its_entry(tmp_path):
+    """An older `python -m bench` writes its key at the top level of the new file: read as a run, not lost."""
+    from bench import history
+
+    path = tmp_path / "results.json"
+    history.append(path, {"key": "mfu", "run": "a", "date": "2030-01-01 00:00 UTC", "commit": head(),
+                          "overrides": [], "title": "MFU", "checks": [], "figures": {}})
+    data = json.loads(path.read_text())
+    data["ingest"] = entry("Ingest", [item("ingest ratio", 0.2, ">=", 0.3)])  # what the old record() does
+    path.write_text(json.dumps(data))
+    keys = [(r["key"], r["commit"]) for r in history.read(path)]
+    assert keys == [("mfu", head()), ("ingest", history.UNKNOWN)]
+    history.migrate(path)
+    assert "ingest" not in json.loads(path.read_text()) and len(history.read(path)) == 2
+
+
+def test_a_result_whose_benchmark_code_changed_since_its_commit_is_reported_stale(tmp_path, monkeypatch):
+    from bench import history
+
+    git_repo(tmp_path)
+    measured = commit_file(tmp_path, "bench/mfu.py", '"""MFU."""\nPEAK = 1\n')
+    prose = commit_file(tmp_path, "bench/mfu.py", '"""MFU, better worded."""\nPEAK = 1  # a comment\n')
+    commit_file(tmp_path, "bench/mfu.py", '"""MFU, better worded."""\nPEAK = 2  # a comment\n')
+    commit_file(tmp_path, "lyricslab/other.py", "X = 1\n")  # outside what the benchmark measures
+    monkeypatch.setattr(history, "ROOT", tmp_path)
+    paths = report.measured_paths("mfu", "mfu.py")
+    at = {"commit": measured, "dirty_files": []}
+    assert history.stale_reason(at, paths) == (f"stale: measured at {measured[:10]}, benchmark code changed since "
+                                               "(bench/mfu.py)")
+    assert history.stale_reason({"commit": prose}, paths).endswith("benchmark code changed since (bench/mfu.py)")
+    now = commit_file(tmp_path, "bench/mfu.py", '"""MFU, reworded again."""\nPEAK = 2\n')
+    assert history.stale_reason({"commit": now}, paths) is None
+    assert history.stale_reason({"commit": now}, ["bench/mfu.py"]) is None  # docstrings and comments aside
+    assert "uncommitted changes to bench/mfu.py" in history.stale_reason(
+        {"commit": now, "dirty_files": ["bench/mfu.py", "README.md"]}, paths)
+    assert "does not have" in history.stale_reason({"commit": "0" * 40}, paths)
+    assert history.stale_reason({"commit": history.UNKNOWN}, paths).startswith("stale: measured at an unknown commit")
+
+    # The report shows such a result under a stale line and marks it in the summary, never as current.
+    results = [{**entry("MFU", [item("lstm: MFU", 0.5, ">=", 0.45, "%")]), "key": "mfu", "commit": measured},
+               {**entry("Ingest", [item("ingest ratio", 0.4, ">=", 0.3)]), "key": "ingest", "commit": now}]
+    text = report.render(results)
+    mfu_section = text.split("## MFU (", 1)[1].split("\n## ", 1)[0]
+    assert (f"**Stale: measured at {measured[:10]}, benchmark code changed since (bench/mfu.py).** Rerun "
+            "`python -m bench mfu`") in mfu_section
+    assert summary_rows(text)["lstm: MFU"][0] == "MFU (**stale**)"
+    assert summary_rows(text)["ingest ratio"][0] == "Ingest"  # its code is unchanged: current
+    assert "Stale" not in text.split("## Ingest (", 1)[1].split("\n## ", 1)[0]
+
+
+def test_a_result_at_an_unknown_commit_is_shown_stale(markdown: str):
+    section = markdown.split("## Training throughput", 1)[1].split("\n## ", 1)[0]
+    assert "**Stale: measured at an unknown commit" in section
+    assert summary_rows(markdown)["lstm: ratio"][0] == "Training throughput (**stale**)"
+
+
+def test_a_result_measured_at_head_is_current():
+    from bench import history
+
+    for key, _, _, file, _ in report.SECTIONS:
+        assert history.stale_reason({"commit": head(), "dirty_files": []}, report.measured_paths(key, file)) is None
+        for path in report.measured_paths(key, file):  # every path it watches exists: no typo hides a change
+            assert (Path(report.ROOT) / path).exists(), (key, path)
+
+
+def test_results_only_benchmarks_md_still_shows_are_recovered_as_rendered(markdown: str, tmp_path):
+    from bench import history
+
+    keys = {title: key for key, title, *_ in report.SECTIONS}
+    recovered = history.from_markdown(markdown, keys, "recovered")
+    assert {e["key"] for e in recovered} == {"throughput", "sweep.overhead"}
+    assert all(e["commit"] == history.UNKNOWN and e["note"] == "recovered" for e in recovered)
+    tables = [line for line in markdown.splitlines() if line.startswith("|")]
+    assert [line for line in report.render(recovered).splitlines() if line.startswith("|")] == tables
+    history.migrate(tmp_path / "results.json", markdown, keys)
+    assert len(history.read(tmp_path / "results.json")) == 2
+
+
+# --- one MFU: one definition and one peak, in lyricslab.training.flops ---------------------------------------
+
+def test_bench_mfu_is_flops_mfu_over_the_one_cached_peak(results_file, monkeypatch, tmp_path):
+    """bench/mfu.py's checks are lyricslab.training.flops.mfu, i.e. 6 × the 2×256 LSTM's matmul weights per
+    token (counted by hand here) × tokens/s ÷ the peak train() divides by."""
+    from bench import common
+    from lyricslab.training import flops
+
+    bench_mfu = pytest.importorskip("bench.mfu")
+    monkeypatch.setattr(flops, "peak_cache_path", lambda: tmp_path / "peak.json")
+    monkeypatch.setattr(flops, "device_name", lambda: "Test CPU")
+    measurements = iter([80e9, 100e9, 90e9])  # train() first, then the benchmark before and after its models
+    monkeypatch.setattr(flops, "measure_matmul_peak", lambda dtype: next(measurements))
+    assert flops.matmul_peak("float32") == 80e9  # a run measures and caches the machine's peak
+    cfg = common.compose(["model=lstm"])
+    seconds = 0.5
+    monkeypatch.setattr(bench_mfu, "default_vocab", lambda: ("char", 300, "float32"))
+    monkeypatch.setattr(bench_mfu, "pair", lambda name, vocab: (cfg, None, None, lambda: seconds, None, 4096))
+    monkeypatch.setattr(bench_mfu, "quick", lambda: False)
+    result = bench_mfu.run()
+
+    assert flops.matmul_peak("float32") == 100e9  # the highest measurement is the one peak, for runs too
+    by_hand = {v: 3 * (2 * 4 * 256 * (128 + 256) + 2 * 4 * 256 * (256 + 256) + 2 * 256 * 128 + 2 * 128 * v)
+               for v in (300, 8000)}  # two LSTM layers, the 256 -> 128 projection, the output head
+    values = {c["name"]: c["value"] for c in result["checks"]}
+    for vocab, per_token in by_hand.items():
+        name = next(n for n in values if n.startswith(f"lstm, vocab {vocab} "))
+        assert values[name] == pytest.approx(per_token * 4096 / seconds / 100e9)
+        assert values[name] == flops.mfu(cfg, vocab, 4096 / seconds, 100e9)
+    assert result["figures"]["matmul GFLOP/s measured now, before the models"] == 100
+    assert result["figures"]["matmul GFLOP/s measured now, after the models"] == 90
+
+
+def test_no_other_place_measures_a_peak_or_quotes_an_mfu():
+    root = Path(report.ROOT)
+    for path in [*root.glob("bench/*.py"), *root.glob("lyricslab/**/*.py")]:
+        if path.name == "flops.py":
+            continue
+        text = path.read_text()
+        assert "n**3" not in text and "tf.matmul(" not in text, f"{path}: a second matmul peak"
+    for path in [root / "README.md", *root.glob("docs/*.md")]:
+        text = path.read_text()
+        assert not re.search(r"\d\s*GFLOP", text), f"{path}: a peak figure outside BENCHMARKS.md"
+        assert not re.search(r"(?i)\bMFU\b[^.\n]{0,40}\d+(\.\d+)?\s*%", text), f"{path}: an MFU figure"
