@@ -39,9 +39,9 @@ services: install ## PostgreSQL + MLflow server for sweeps across hosts: make se
 	PYTHON=$(abspath $(BIN))/python scripts/services.sh $(if $(ARGS),$(ARGS),up)
 
 test: install ## The full test suite, as CI runs it (tiny models, real PostgreSQL + MLflow servers): make test [ARGS="-k sweep"]
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q --durations=15 $(ARGS)
 
-test-fast: install ## The quick subset of the tests (pytest -m "not slow")
+test-fast: install ## The quick subset: every module, no subprocess or multi-model tests (pytest -m "not slow")
 	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
 
 bench: install ## Benchmarks, then BENCHMARKS.md from their results: make bench [ARGS='--quick' | ARGS='mfu ingest' | ARGS='sweep load']

@@ -35,6 +35,41 @@ def compose(overrides: list[str] | None = None):
         return hydra_compose("config", overrides=overrides or [])
 
 
+# Whole modules whose tests train several models or run commands in subprocesses: `make test-fast`
+# (pytest -m "not slow") leaves them out; their modules are still exercised there by the faster tests.
+SLOW_MODULES = {"test_adversarial", "test_bad_input", "test_bench", "test_bert_mlm", "test_budget", "test_carried_state",
+                "test_cli", "test_conditioning", "test_generate", "test_gpt2_lora", "test_install", "test_services",
+                "test_sweep", "test_sweep_objectives", "test_sweep_samplers", "test_two_hosts", "test_warm_start"}
+# test_training.py trains a model in every test: test-fast keeps one whole run (it passes through
+# data, text, models, training, scoring, sampling and tracking) and the tests that train nothing.
+FAST_TRAINING = {"test_model_family_trains_and_logs_a_complete_run[lstm-char]", "test_test_bits_per_char_known_answer",
+                 "test_tied_embedding_is_one_matrix_used_both_ways",
+                 "test_recurrent_dropout_is_on_the_cell_and_only_in_training"}
+# Fixtures (and calls) that train a model: their tests get the `training` marker.
+TRAINING_FIXTURES = {"trained_run", "finished_sweep", "bert_run", "gpt2_run"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1]
+        if "services" in item.fixturenames:
+            item.add_marker(pytest.mark.services)
+            item.add_marker(pytest.mark.slow)
+        if module in SLOW_MODULES or (module == "test_training" and item.name not in FAST_TRAINING):
+            item.add_marker(pytest.mark.slow)
+        if TRAINING_FIXTURES & set(item.fixturenames) or "train(" in _source(item):
+            item.add_marker(pytest.mark.training)
+
+
+def _source(item) -> str:
+    import inspect
+
+    try:
+        return inspect.getsource(item.function)
+    except (OSError, TypeError):
+        return ""
+
+
 @pytest.fixture(autouse=True)
 def no_inherited_tracking_uri(monkeypatch):
     """mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI, which is the configs' default tracking.uri:

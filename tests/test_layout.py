@@ -7,6 +7,7 @@ cycle cannot hide behind an import moved into a function.
 from __future__ import annotations
 
 import ast
+import importlib
 from pathlib import Path
 
 import pytest
@@ -110,3 +111,9 @@ def test_no_import_cycles():
 def test_each_stage_says_its_job_in_one_line(package):
     doc = ast.get_docstring(ast.parse((PACKAGE / package / "__init__.py").read_text()))
     assert doc and len(doc.splitlines()[0]) > 20
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_every_module_imports(module):
+    """make test-fast leaves out the slow tests: every module still has to import (no broken import hides)."""
+    importlib.import_module(module)
