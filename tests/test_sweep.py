@@ -332,17 +332,35 @@ def test_a_dead_pid_on_this_host_fails_its_trial_and_a_live_one_does_not(tmp_pat
     assert "died mid-trial" in study.trials[0].user_attrs["error"]
 
 
-def test_a_sweep_budget_fits_its_trials_and_stops_starting_them(tmp_path, no_plots):
-    args = setup_sweep(tmp_path, n=50, extra=["trainer.budget_minutes=0.1", "trainer.eval_every_steps=2"])
-    started_at = time.monotonic()
-    assert sweep.main([*args, "budget_minutes=0.3"]) == 0
-    elapsed = time.monotonic() - started_at
+def test_a_sweep_budget_fits_its_trials_and_stops_starting_them(tmp_path, no_plots, monkeypatch):
+    """A 15 s sweep of trials that want 12 s each (trainer.budget_minutes=0.2) and end after 5 s (an early
+    stop, say; training is replaced by a sleep, so the timeline is the sweep's own): trial 0 starts with
+    ~15 s left and gets its 12 s; trial 1 starts with ~10 s left and gets only those; then ~5 s are left,
+    under half of 12 s, and no trial starts although n_trials is 50. Each rule is checked against the
+    sweep's end as stored with the study."""
+    import lyricslab.training.train
+    from lyricslab.sweeps.coordination import DEADLINE_ATTR
+
+    calls = []
+
+    def trial_of_5_seconds(cfg, **kwargs):
+        calls.append((time.time(), float(cfg.trainer.budget_minutes)))
+        time.sleep(5.0)
+        return {"best_val_bpc": 3.0 - len(calls) / 10, "val_bpc": 3.0}
+
+    monkeypatch.setattr(lyricslab.training.train, "train", trial_of_5_seconds)
+    args = setup_sweep(tmp_path, n=50, extra=["trainer.budget_minutes=0.2"])
+    assert sweep.main([*args, "budget_minutes=0.25"]) == 0
     study = study_of(tmp_path)
-    done = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
-    assert 1 <= len(done) < 50  # the budget, not n_trials, ended it
-    parents, children = split(runs(tmp_path))
-    assert parents[0].data.params["sweep.budget_minutes"] == "0.3"
-    budgets = [c.data.metrics["budget_minutes"] for c in children]
-    assert budgets and all(b <= 0.1 + 1e-9 for b in budgets)
-    # No trial starts with less than half of its 0.1 minutes left: the last one ends soon after the 18 s.
-    assert elapsed < 18 + 60
+    end = float(study._storage.get_study_system_attrs(study._study_id)[DEADLINE_ATTR])
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"] and len(calls) == 2
+    for (called, budget), trial in zip(calls, study.trials):
+        left = end - trial.datetime_start.timestamp()
+        assert left >= 0.5 * 12 - 0.5  # a trial starts only with at least half of its 12 s left
+        assert budget * 60 == pytest.approx(min(12.0, end - called), abs=0.5)  # its budget, cut to what is left
+    assert calls[0][1] == 0.2 and calls[1][1] < 0.2  # the second one was cut
+    # The sweep stopped because the next trial would not have had room: < 6 s were left, but some were.
+    last = study.trials[-1].datetime_complete.timestamp()
+    assert 0 < end - last < 0.5 * 12 + 0.5
+    parents, _ = split(runs(tmp_path))
+    assert parents[0].data.params["sweep.budget_minutes"] == "0.25"
