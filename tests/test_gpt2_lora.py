@@ -286,7 +286,7 @@ def test_preset_errors(preset, tmp_path, monkeypatch):
 
 
 def test_presets_cli_refuses_bad_arguments(tmp_path):
-    from lyricslab.hub import presets
+    from lyricslab import presets
 
     assert presets.main(["tiny-gpt3", str(tmp_path)]) == 2
     (tmp_path / "taken").mkdir()
