@@ -302,7 +302,9 @@ def quick_run(tmp_path_factory, request):
                           text=True, timeout=QUICK_TIMEOUT)
     seconds = time.perf_counter() - started
     path = out / "quick" / "results.json"
-    results = json.loads(path.read_text()) if path.exists() else {}
+    from bench import history
+
+    results = {key: latest for key, (latest, _) in history.latest(history.read(path)).items()}
     real_after = real.stat().st_mtime_ns if real.exists() else None
     tail = f"\n--- last output of `python -m bench --quick` ---\n{(proc.stdout + proc.stderr)[-6000:]}"
     return SimpleNamespace(proc=proc, out=out, results=results, seconds=seconds, tail=tail,
@@ -336,6 +338,8 @@ def test_quick_run_measured(quick_run, key):
     entry = quick_run.results.get(key)
     assert entry is not None, f"no {key!r} in the quick results{quick_run.tail}"
     assert entry["quick"] is True and entry["budget"] and entry["machine"]["cores"]
+    assert re.fullmatch("[0-9a-f]{40}", entry["commit"]) and entry["command"].startswith("python -m bench --quick")
+    assert entry["overrides"], f"{key}: ran with no recorded overrides"
     assert entry["figures"], key
     numbers = {name: v for name, v in entry["figures"].items() if not isinstance(v, str)}
     assert numbers, f"{key}: no numeric figure"
@@ -350,7 +354,8 @@ def test_quick_run_measured(quick_run, key):
             assert c["op"] in (">=", "<=") and finite(c["threshold"])
     if key == "sweep.load":  # correctness, not speed: these hold at any size
         assert {c["name"].split(" (")[0]: c["value"] for c in entry["checks"]} == {
-            "storage errors": 0, "duplicate configurations": 0, "failed trials": 0}, entry["checks"]
+            "storage errors": 0, "duplicate configurations": 0, "failed trials": 0, "overshoot": 0,
+            "trials started after the sweep's stored end": 0}, entry["checks"]
     if key == "lora":
         lora = {c["name"]: c["value"] for c in entry["checks"]}
         assert 0 < lora["LoRA trainable parameters / full fine-tuning's"] < 1
