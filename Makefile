@@ -49,4 +49,5 @@ bench: install ## Benchmarks, then BENCHMARKS.md from their results: make bench 
 	$(BIN)/python -m bench $(filter --quick,$(ARGS)) report
 
 clean: ## Remove caches and run outputs (keeps .venv)
-	rm -rf .cache .pytest_cache mlruns outputs multirun bench/out
+	rm -rf .cache .pytest_cache mlruns outputs multirun
+	find bench/out -mindepth 1 -maxdepth 1 ! -name results.json -exec rm -rf {} + 2>/dev/null || true  # results.json: the benchmarks' history
