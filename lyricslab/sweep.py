@@ -161,8 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     except SpaceError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    parent = report.ensure_parent(study, spec, base_cfg.tracking, StudyLock(spec.storage, spec.study_name,
-                                                                              mlruns_root()))
+    lock = StudyLock(spec.storage, spec.study_name, mlruns_root())  # shared with every host of this study
+    parent = report.ensure_parent(study, spec, base_cfg.tracking, lock)
     for line in warm_start.queue(study, spec, warm, warm_notes, parent):  # queued before any worker starts
         print(line, flush=True)
     pins = "".join(f", pinned {k}={v}" for k, v in spec.pinned.items())
@@ -194,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
 
         fixed = optuna.trial.FixedTrial(best[0].params)
         best_cfg = compose_trial(spec, sample(fixed, spec.space, spec.fixed_values))
-    report.finish_parent(study, spec, parent, best_cfg, interrupted=interrupted)
+    with lock.held():  # hosts that end together write the parent run's summary one after the other
+        report.finish_parent(study, spec, parent, best_cfg, interrupted=interrupted)
     summary(study, spec)
     if guard.message:
         print(f"\n{guard.message}", file=sys.stderr)
