@@ -25,8 +25,7 @@ from omegaconf import OmegaConf
 
 from lyricslab.config.cli import exit_with, parse_model_command
 from lyricslab.config.errors import UsageError
-from lyricslab.tracking.bundle import BundleError, open_source
-from lyricslab.tracking.runs import resolve_run_id
+from lyricslab.tracking.runs import resolve_run_id, start_model_command
 from lyricslab.tracking.server import TrackingServerError
 
 TEXT_KEYS = ("run_id", "model_uri", "sweep", "csv", "name")
@@ -145,15 +144,18 @@ def table(metrics: dict[str, float], name: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        opts = parse_args(argv)
-        bundle = open_source(opts)
-    except (UsageError, TrackingServerError, BundleError) as err:
+        opts = start_model_command(lambda: parse_args(argv))
+    except (UsageError, TrackingServerError) as err:
         return exit_with(err)
     import mlflow
 
     from lyricslab.data import DataError
 
+    # Keras loads with the bundle module: only once the command line is good and the store answers.
+    from lyricslab.tracking.bundle import BundleError, load_named
+
     try:
+        bundle = load_named(opts)
         print(f"reading {opts['csv']} with the run's filters ...", file=sys.stderr)
         frame = read_csv_songs(bundle.cfg.data, opts["csv"])
         print(f"scoring {len(frame):,} songs with {bundle.source} ...", file=sys.stderr)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from lyricslab.config.cli import exit_with, parse_model_command
 from lyricslab.config.errors import UsageError
-from lyricslab.tracking.bundle import Bundle, BundleError, open_source
+from lyricslab.tracking.runs import start_model_command
 from lyricslab.tracking.server import TrackingServerError
 
 CONDITIONS = ("genre", "year", "decade", "artist", "lang")  # see lyricslab.data.conditioning
@@ -49,14 +49,21 @@ def start_text(structure: str, prompt: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        opts = parse_args(argv)
-        return write_songs(opts, open_source(opts))
-    except (UsageError, TrackingServerError, BundleError) as err:
+        opts = start_model_command(lambda: parse_args(argv))
+    except (UsageError, TrackingServerError) as err:
         return exit_with(err)
+    return write_songs(opts)
 
 
-def write_songs(opts: dict, bundle: Bundle) -> int:
-    """The songs `opts` asks for, printed or written to opts["out"]; an unknown condition is an error line."""
+def write_songs(opts: dict) -> int:
+    """The songs `opts` asks for, printed or written to opts["out"]; a bad source or condition is an error line."""
+    # Keras loads with the bundle module: only once the command line is good and the store answers.
+    from lyricslab.tracking.bundle import BundleError, load_named
+
+    try:
+        bundle = load_named(opts)
+    except BundleError as err:
+        return exit_with(err)
     from tqdm.auto import tqdm
 
     from lyricslab.data.conditioning import (

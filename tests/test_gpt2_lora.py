@@ -228,6 +228,11 @@ def test_generate_and_evaluate_from_the_run(trained_gpt2, tmp_path, capsys):
     assert generate.main([*args, "--out", str(tmp_path / "b.txt")]) == 0
     text = (tmp_path / "a.txt").read_text()
     assert "[Verse]\nI remember" in text and text == (tmp_path / "b.txt").read_text()
+    # A new process, as a user runs it: the GPT-2 adapter class must be registered before the model loads.
+    fresh = subprocess.run([sys.executable, "-m", "lyricslab.generate", *args, f"out={tmp_path / 'c.txt'}"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=300)
+    assert fresh.returncode == 0, fresh.stderr[-2000:]
+    assert (tmp_path / "c.txt").read_text() == text
     # evaluate on the run's held-out test songs, from the CSV through the saved (merged) model, scores what
     # training scored with the model in memory.
     splits = load_splits(cfg.data, cfg.data_size.songs)

@@ -6,19 +6,17 @@ It is logged as a run's `model/` artifact, so a run id or a registry version
 
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lyricslab.config.runtime import quiet_tensorflow
+import lyricslab.models  # noqa: F401 - registers lyricslab's own Keras classes (the GPT-2 adapter) for load_model
 from lyricslab.scoring.song_cache import ARTIFACT as SONG_CACHE_ARTIFACT
 from lyricslab.scoring.song_cache import SongCache
 from lyricslab.text.factory import load_tokenizer
 from lyricslab.text.tokenizers import Tokenizer
 from lyricslab.tracking.runs import UnknownRunError, resolve_run_id
-from lyricslab.tracking.server import check_reachable
 
 MODEL_DIR = "model"
 
@@ -135,14 +133,6 @@ def load_source(run_id: str | None = None, model_uri: str | None = None, sweep: 
     return load_run(run_id or sweep_best_run(sweep))
 
 
-def open_source(opts: dict[str, Any]) -> Bundle:
-    """What generate and evaluate start with (`opts` from config.cli.parse_model_command): the tracking
-    store checked in a second (not after MLflow's minutes of retries), TensorFlow loaded quietly, then
-    the bundle that run_id, model_uri or sweep names."""
-    import mlflow
-
-    check_reachable(opts["tracking_uri"])
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    quiet_tensorflow()
-    mlflow.set_tracking_uri(opts["tracking_uri"])
+def load_named(opts: dict[str, Any]) -> Bundle:
+    """The bundle a command's options name: run_id, model_uri or sweep (config.cli.parse_model_command)."""
     return load_source(opts.get("run_id"), opts.get("model_uri"), opts.get("sweep"))

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import subprocess
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import mlflow
 from mlflow.entities import RunStatus
 from omegaconf import DictConfig, OmegaConf
 
 import lyricslab
+from lyricslab.config.runtime import quiet_tensorflow
+from lyricslab.tracking.server import check_reachable
 
 PRUNED_EXCEPTIONS = ("TrialPruned",)
 URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")  # s3:, mlflow-artifacts:, file: (not a drive letter)  # optuna's; matched by name so training never imports optuna
@@ -140,6 +143,22 @@ def training_run(cfg: Any, parent_run_id: str | None = None, tags: dict[str, str
         raise
     else:
         mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
+
+
+def connect(uri: str) -> None:
+    """Point MLflow at `uri` once the store answers (a second, not MLflow's minutes of retries)."""
+    check_reachable(uri)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    mlflow.set_tracking_uri(uri)
+
+
+def start_model_command(parse: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """generate and evaluate: the options `parse()` gives, the store checked and set, TensorFlow quiet
+    (the bundle they load next imports Keras)."""
+    opts = parse()
+    connect(opts["tracking_uri"])
+    quiet_tensorflow()
+    return opts
 
 
 class UnknownRunError(LookupError):
