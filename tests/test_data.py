@@ -239,3 +239,67 @@ def test_seen_hashes_marks_first_occurrences_across_blocks_and_merges():
     for keys, fresh in zip(blocks, expected):
         assert seen.add_new(np.array(keys, dtype=np.uint64)).tolist() == fresh
     assert len(seen.chunks) <= 3
+
+
+def listed_cfg(paths: list[Path], tmp_path: Path, *extra: str):
+    """data.path as a list, the way the command line writes it: data.path=[a.csv,b.csv]."""
+    return genius_cfg(f"[{','.join(str(p) for p in paths)}]", tmp_path, "data_size=full", *extra)
+
+
+def test_data_path_lists_several_files_read_as_one_corpus(tmp_path):
+    from lyricslab.data.prepare import assign_splits
+
+    first = write_csv(tmp_path / "a.csv", [song(i) for i in range(40)] + [song(90, language="fr")])
+    # Songs 30-39 again (new ids, same words: dedupe across files), new songs 40-69, one misc row.
+    second = write_csv(tmp_path / "b.csv", [song(i, id=5000 + i) for i in range(30, 40)]
+                       + [song(i) for i in range(40, 70)] + [song(91, tag="misc")])
+    cfg = listed_cfg([first, second], tmp_path)
+    assert list(cfg.path) == [str(first), str(second)]
+    splits = load_splits(cfg, None)
+    ids = sorted(splits.frame["id"].astype(int))
+    assert ids == [1000 + i for i in range(70)]  # each song once, its first copy (file a); filters on both
+    removed = splits.report["removed_by"]
+    assert removed["data.language=en"] == 1 and removed["data.drop_misc"] == 1
+    assert splits.report["duplicates_removed"]["exact"] == 10 and splits.report["songs_in_two_splits"] == 0
+    assert splits.report["file"] == f"{first}, {second}"
+    # Each song's split is its id's alone: the same as when its own file is read by itself.
+    alone = pd.concat([load_splits(genius_cfg(p, tmp_path, "data_size=full"), None).frame for p in (first, second)])
+    split_alone = dict(zip(alone["id"], alone["split"]))
+    assert all(split_alone[i] == s for i, s in zip(splits.frame["id"], splits.frame["split"]))
+    assert (splits.frame["split"] == assign_splits(splits.frame["id"], 0.1, 0.1)).all()
+    # A sample of the combined corpus is the songs with the smallest id hash across both files.
+    sample = load_splits(listed_cfg([first, second], tmp_path), 20).frame
+    assert len(sample) == 20 and set(sample["id"]) < set(splits.frame["id"])
+
+
+def test_every_listed_file_is_in_the_cache_key(tmp_path):
+    first = write_csv(tmp_path / "a.csv", [song(i) for i in range(30)])
+    second = write_csv(tmp_path / "b.csv", [song(i) for i in range(30, 60)])
+    both = load_splits(listed_cfg([first, second], tmp_path), None)
+    assert both.report["cache"] == "miss"
+    assert load_splits(listed_cfg([first, second], tmp_path), None).report["cache"] == "hit"
+    alone = load_splits(genius_cfg(first, tmp_path, "data_size=full"), None)
+    assert alone.cache_path != both.cache_path
+    write_csv(second, [song(i) for i in range(30, 61)])  # only the second file changed
+    again = load_splits(listed_cfg([first, second], tmp_path), None)
+    # A new key, so the token streams and the n-gram cached beside the splits (<cache_path>-tok-..., -ngram8)
+    # are computed anew too.
+    assert again.report["cache"] == "miss" and again.cache_path != both.cache_path and len(again.frame) == 61
+
+
+def test_a_missing_file_in_the_list_is_a_one_line_error(tmp_path):
+    from lyricslab.data.prepare import resolve_path
+
+    first = write_csv(tmp_path / "a.csv", [song(i) for i in range(30)])
+    missing = tmp_path / "nope.csv"
+    for cfg in (listed_cfg([first, missing], tmp_path), genius_cfg(missing, tmp_path)):
+        with pytest.raises(DataError) as err:
+            load_splits(cfg, None)
+        message = str(err.value)
+        assert message.startswith(f"data file not found: {missing}") and "data.path=" in message
+        assert "\n" not in message
+    with pytest.raises(DataError, match="data file not found: .*nope.csv"):
+        resolve_path(listed_cfg([first, missing], tmp_path))  # run.py's early check, before TensorFlow
+    assert resolve_path(listed_cfg([first], tmp_path)) == [first]
+    with pytest.raises(DataError, match="lists .*a.csv twice"):
+        load_splits(listed_cfg([first, first], tmp_path), None)

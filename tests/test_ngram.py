@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -55,6 +56,42 @@ def test_baseline_is_cached_per_order(tmp_path):
     cache.write_text(cache.read_text().replace(str(first["val"])[:6], "9.8765"))  # tamper: a hit reads the file
     assert baseline_bpc(SONGS, {"val": SONGS[:1]}, order=3, cache=cache)["val"] != first["val"]
     assert baseline_bpc(SONGS, {"val": SONGS[:1]}, order=4, cache=cache)["val"] != first["val"]  # order is keyed
+
+
+
+def test_baseline_cache_is_keyed_by_the_code_that_computes_it(tmp_path, monkeypatch):
+    """A changed n-gram (or song cache) is recomputed, not read back from an older run's cache file."""
+    from lyricslab.scoring import ngram
+
+    cache = tmp_path / "ngram.json"
+    evaluate = {"val": SONGS[:1], "test": SONGS[1:2]}
+    first = baseline_bpc(SONGS, evaluate, order=3, cache=cache, song_cache=8)
+    assert json.loads(cache.read_text())["code"] == ngram.code_version()
+    cache.write_text(cache.read_text().replace(str(first["val"])[:6], "9.8765"))  # tamper
+    assert baseline_bpc(SONGS, evaluate, order=3, cache=cache, song_cache=8)["val"] == pytest.approx(9.8765, abs=1e-3)
+    monkeypatch.setattr(ngram, "code_version", lambda: "another-version")
+    assert baseline_bpc(SONGS, evaluate, order=3, cache=cache, song_cache=8) == first  # recomputed
+    assert json.loads(cache.read_text())["code"] == "another-version"
+
+
+def test_code_version_hashes_the_source_of_the_ngram_and_song_cache_modules(monkeypatch):
+    from lyricslab.scoring import ngram
+
+    real = ngram.code_version()
+    try:
+        ngram.code_version.cache_clear()
+        monkeypatch.setattr(ngram.inspect, "getsource", lambda module: f"# {module.__name__}, as shipped\n")
+        shipped = ngram.code_version()
+        assert shipped != real
+        for changed in ("lyricslab.scoring.ngram", "lyricslab.scoring.song_cache", "lyricslab.scoring.hashing"):
+            ngram.code_version.cache_clear()
+            monkeypatch.setattr(ngram.inspect, "getsource", lambda module, changed=changed: (
+                f"# {module.__name__}, {'edited' if module.__name__ == changed else 'as shipped'}\n"))
+            assert ngram.code_version() != shipped, changed
+    finally:
+        ngram.code_version.cache_clear()
+        monkeypatch.undo()
+    assert ngram.code_version() == real
 
 
 @pytest.mark.skipif(not DEV_CSV.exists(), reason="needs ../shared/data/lyrics_dev.csv")

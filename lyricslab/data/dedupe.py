@@ -97,3 +97,22 @@ class Deduper:
         new_text = self.raw.add_new(stable_hash(lyrics))
         exact = int((~keep & ~new_text).sum())
         return keep, exact, int((~keep).sum()) - exact
+
+
+def seen_before(frame: pd.DataFrame, seen: pd.DataFrame) -> np.ndarray:
+    """Which songs of `frame` are in `seen` (both with `id` and `lyrics` columns): the same id, or the
+    same words (dedupe_keys: what dedupe calls one song, so near copies count too).
+
+    lyricslab.evaluate uses it to keep a run's training songs out of what it scores.
+    """
+    if frame.empty or seen.empty:
+        return np.zeros(len(frame), dtype=bool)
+
+    def ids(songs: pd.DataFrame) -> pd.Series:
+        return songs["id"].astype(str).str.strip()
+
+    def words(songs: pd.DataFrame) -> np.ndarray:
+        return stable_hash(dedupe_keys(pa.array(songs["lyrics"].astype(str).tolist(), pa.string())))
+
+    same_id = ids(frame).isin(set(ids(seen))).to_numpy()
+    return same_id | np.isin(words(frame), words(seen))

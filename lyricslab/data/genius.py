@@ -13,7 +13,7 @@ import csv
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -256,21 +256,63 @@ def _decode_replacing(column: pa.Array) -> tuple[pa.Array, np.ndarray]:
     return pa.array(values, pa.string()), bad
 
 
-def read_songs(path: Path, filters: Filters, songs: int | None,
+def read_songs(path: Path | Sequence[Path], filters: Filters, songs: int | None,
                max_bad_share: float = 0.01) -> tuple[pd.DataFrame, ReadReport]:
-    """Stream `path`, filter, and keep a deterministic sample of `songs` songs (all if None).
+    """Stream `path` (one CSV, or several read one after another as one corpus), filter, and keep a
+    deterministic sample of `songs` songs (all if None).
 
     The sample is the `songs` rows with the smallest stable hash of their id, so a song chosen
     at one size is chosen at every larger size, and reading more of the file never reshuffles.
+    Several files share one duplicate filter (a song in two files is kept once: its first copy,
+    in the order the files are listed) and one sample; each file must pass the malformed-row limit.
     """
-    if not path.exists():
-        raise DataError(f"data file not found: {path}; pass data.path=/path/to/song_lyrics.csv "
-                        f"(or data=demo for the built-in corpus)")
-    check_columns(path)
+    paths = [Path(path)] if isinstance(path, (str, Path)) else [Path(p) for p in path]
+    for one in paths:
+        if not one.exists():
+            raise DataError(f"data file not found: {one}; pass data.path=/path/to/song_lyrics.csv "
+                            f"(or data=demo for the built-in corpus)")
+        check_columns(one)
     report = ReadReport()
     deduper = Deduper()
+    sample = _Sample(songs)
+    for one in paths:
+        _read_file(one, filters, report, deduper, sample, max_bad_share, named=len(paths) > 1)
+    kept, keys = sample.kept, sample.keys
+    if kept is None or not len(kept):
+        worst, n = report.removed.most_common(1)[0] if report.removed else ("(none)", 0)
+        where = paths[0] if len(paths) == 1 else f"{len(paths)} files ({', '.join(p.name for p in paths)})"
+        raise DataError(f"no songs left after filtering {report.rows:,} rows of {where}: {worst} removed most "
+                        f"({n:,}); relax that filter")
+    frame = kept.to_pandas()
+    frame["sample_key"] = keys
+    frame = frame.sort_values("sample_key", kind="stable").reset_index(drop=True)
+    report.kept = len(frame)
+    return frame, report
+
+
+@dataclass
+class _Sample:
+    """The rows kept so far across every file read, and their sampling keys (bounded by `songs`)."""
+
+    songs: int | None
     kept: pa.Table | None = None
-    keys = np.empty(0, dtype=np.uint64)
+    keys: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.uint64))
+
+    def add(self, block: pa.Table) -> None:
+        block_keys = stable_hash(block["id"])
+        self.kept = block if self.kept is None else pa.concat_tables([self.kept, block])
+        self.keys = np.concatenate([self.keys, block_keys])
+        if self.songs is not None and len(self.keys) > self.songs:
+            # argpartition keeps memory bounded by `songs`, however big the file is.
+            top = np.sort(np.argpartition(self.keys, self.songs - 1)[:self.songs])
+            self.kept, self.keys = self.kept.take(pa.array(top)), self.keys[top]
+
+
+def _read_file(path: Path, filters: Filters, report: ReadReport, deduper: Deduper, sample: _Sample,
+               max_bad_share: float, named: bool = False) -> None:
+    """Stream one CSV into `sample`, counting into `report`; the malformed-row limit and the empty-file
+    check apply to this file alone. `named`: one of several files, so its examples name it."""
+    rows, malformed, examples = report.rows, report.malformed, len(report.malformed_examples)
     with open_csv_stream(path) as source:
         # A progress bar only where reading takes long enough to wonder (the real file, not the demo).
         bar = tqdm(total=source.total, unit="B", unit_scale=True, desc=f"reading {path.name}",
@@ -285,31 +327,19 @@ def read_songs(path: Path, filters: Filters, songs: int | None,
                 raise unreadable(path, source.packing, err) from err
             block = filter_block(block, filters, report, deduper)
             bar.update(source.position() - bar.n)
-            bar.set_postfix(rows=f"{report.rows:,}", kept=f"{len(keys) + len(block):,}", refresh=False)
-            if not len(block):
-                continue
-            block_keys = stable_hash(block["id"])
-            kept = block if kept is None else pa.concat_tables([kept, block])
-            keys = np.concatenate([keys, block_keys])
-            if songs is not None and len(keys) > songs:
-                # argpartition keeps memory bounded by `songs`, however big the file is.
-                top = np.sort(np.argpartition(keys, songs - 1)[:songs])
-                kept, keys = kept.take(pa.array(top)), keys[top]
+            bar.set_postfix(rows=f"{report.rows:,}", kept=f"{len(sample.keys) + len(block):,}", refresh=False)
+            if len(block):
+                sample.add(block)
         bar.close()
-    if report.bad_share > max_bad_share:
-        raise DataError(f"{report.malformed:,} of {report.rows + report.malformed:,} rows in {path} are malformed "
-                        f"({report.bad_share:.1%} > data.max_bad_row_share={max_bad_share}); e.g. "
-                        f"{'; '.join(report.malformed_examples)}. Check the file is the Genius CSV, or raise "
-                        f"data.max_bad_row_share")
-    if report.rows + report.malformed == 0:
+    if named:
+        report.malformed_examples[examples:] = [f"{path.name} {e}" for e in report.malformed_examples[examples:]]
+    file_rows, file_malformed = report.rows - rows, report.malformed - malformed
+    share = file_malformed / (file_rows + file_malformed) if file_rows + file_malformed else 0.0
+    if share > max_bad_share:
+        shown = "; ".join(report.malformed_examples[examples:])
+        raise DataError(f"{file_malformed:,} of {file_rows + file_malformed:,} rows in {path} are malformed "
+                        f"({share:.1%} > data.max_bad_row_share={max_bad_share}){'; e.g. ' + shown if shown else ''}. "
+                        f"Check the file is the Genius CSV, or raise data.max_bad_row_share")
+    if file_rows + file_malformed == 0:
         raise DataError(f"{path} has a header but no data rows; pass the full Genius CSV "
                         f"(song_lyrics.csv) as data.path")
-    if kept is None or not len(kept):
-        worst, n = report.removed.most_common(1)[0] if report.removed else ("(none)", 0)
-        raise DataError(f"no songs left after filtering {report.rows:,} rows of {path}: {worst} removed most "
-                        f"({n:,}); relax that filter")
-    frame = kept.to_pandas()
-    frame["sample_key"] = keys
-    frame = frame.sort_values("sample_key", kind="stable").reset_index(drop=True)
-    report.kept = len(frame)
-    return frame, report

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -45,8 +45,44 @@ def demo_path() -> Path:
     return Path(str(resources.files("lyricslab.data") / "demo_songs.csv"))
 
 
-def resolve_path(cfg: Any) -> Path:
-    """The CSV this data config reads; downloads from Kaggle only when asked to."""
+def listed(cfg: Any) -> bool:
+    """Whether data.path lists several files ([a.csv, b.csv]) rather than naming one."""
+    value = cfg.get("path") if cfg.source != "demo" else None
+    return value is not None and not isinstance(value, (str, Path))
+
+
+def resolve_paths(cfg: Any) -> list[Path]:
+    """The CSVs this data config reads: data.path's one file, or every file of its list, each checked.
+
+    A missing file (one, or any of a list) is a one-line DataError; only a single data.path downloads
+    from Kaggle, and only when asked to (data.download=true).
+    """
+    if not listed(cfg):
+        return [_resolve_one(cfg)]
+    paths = [Path(str(item)).expanduser() for item in cfg.path]
+    if not paths:
+        raise DataError("data.path is an empty list; pass one CSV (data.path=/path/to/song_lyrics.csv) "
+                        "or several (data.path=[a.csv,b.csv])")
+    seen: set[Path] = set()
+    for path in paths:
+        if not path.exists():
+            raise DataError(f"data file not found: {path} (one of the {len(paths)} files in data.path); pass "
+                            f"data.path=/path/to/song_lyrics.csv or a list of files that exist, data.path=[a.csv,b.csv]")
+        packing_of(path)  # a directory or an unreadable file fails here, in one line
+        if path.resolve() in seen:
+            raise DataError(f"data.path lists {path} twice; list each file once")
+        seen.add(path.resolve())
+    return paths
+
+
+def resolve_path(cfg: Any) -> Path | list[Path]:
+    """The CSV this data config reads (downloads from Kaggle only when asked to); when data.path lists
+    several files, all of them (see resolve_paths)."""
+    paths = resolve_paths(cfg)
+    return paths if listed(cfg) else paths[0]
+
+
+def _resolve_one(cfg: Any) -> Path:
     if cfg.source == "demo":
         return demo_path()
     path = Path(str(cfg.path)).expanduser()
@@ -88,18 +124,28 @@ def songs_in_two_splits(frame: pd.DataFrame) -> int:
     return int((frame.groupby("lyrics")["split"].nunique() > 1).sum())
 
 
-def cache_key(cfg: Any, songs: int | None, path: Path) -> str:
+def _file_key(path: Path) -> dict[str, Any]:
     stat = path.stat()
+    return {"file": str(path.resolve()), "size": stat.st_size, "mtime": stat.st_mtime_ns}
+
+
+def cache_key(cfg: Any, songs: int | None, path: Path | Sequence[Path]) -> str:
+    """The prepared splits' key: the data config, the sample size, and every file read (its absolute path,
+    size and modification time). Everything derived from the splits (token streams, conditioned texts,
+    the n-gram) is cached under this key too (Splits.cache_path), so it covers every file of a list."""
     from omegaconf import OmegaConf
 
+    paths = [path] if isinstance(path, Path) else list(path)
     data = OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, dict) else cfg
-    blob = json.dumps({"v": CACHE_VERSION, "data": data, "songs": songs, "file": str(path.resolve()),
-                       "size": stat.st_size, "mtime": stat.st_mtime_ns}, sort_keys=True, default=str)
+    # One file keeps the key it always had (prepared caches stay valid); several list each file.
+    files = _file_key(paths[0]) if len(paths) == 1 else {"files": [_file_key(p) for p in paths]}
+    blob = json.dumps({"v": CACHE_VERSION, "data": data, "songs": songs, **files}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def prepare_songs(cfg: Any, path: Path, songs: int | None) -> tuple[pd.DataFrame, Any]:
-    """Read, filter, sample, normalise and dedupe: the songs a data config selects, before splitting.
+def prepare_songs(cfg: Any, path: Path | Sequence[Path], songs: int | None) -> tuple[pd.DataFrame, Any]:
+    """Read, filter, sample, normalise and dedupe: the songs a data config selects, before splitting
+    (from one CSV, or from several read as one corpus).
 
     `python -m lyricslab.evaluate` reads any CSV through this too, so it scores songs exactly as
     training saw them.
@@ -122,22 +168,23 @@ def prepare_songs(cfg: Any, path: Path, songs: int | None) -> tuple[pd.DataFrame
 
 def load_splits(cfg: Any, songs: int | None, cache_dir: str | Path | None = None) -> Splits:
     """Read the configured data once; later calls with the same config hit the on-disk cache."""
-    path = resolve_path(cfg)
+    paths = resolve_paths(cfg)
     cache_dir = Path(cache_dir or cfg.get("cache_dir") or ".cache/lyricslab")
-    key = cache_key(cfg, songs, path)
+    key = cache_key(cfg, songs, paths)
     parquet, meta = cache_dir / f"{key}.parquet", cache_dir / f"{key}.json"
     if parquet.exists() and meta.exists():
         frame = pd.read_parquet(parquet)
         report = json.loads(meta.read_text())
         report["cache"] = "hit"
     else:
-        frame, read_report = prepare_songs(cfg, path, songs)
+        frame, read_report = prepare_songs(cfg, paths, songs)
         frame["split"] = assign_splits(frame["id"], float(cfg.val_fraction), float(cfg.test_fraction))
         frame = frame[["id", "title", "tag", "artist", "year", "features", "language", "lyrics", "split"]
                       ].reset_index(drop=True)
         read_report.kept = len(frame)
         removed = read_report.removed
-        report = {"file": str(path), "rows": read_report.rows, "malformed_rows": read_report.malformed,
+        report = {"file": ", ".join(str(p) for p in paths), "rows": read_report.rows,
+                  "malformed_rows": read_report.malformed,
                   "malformed_examples": read_report.malformed_examples,
                   "rows_with_non_utf8_bytes": read_report.undecodable, "kept": len(frame),
                   "duplicates_removed": {

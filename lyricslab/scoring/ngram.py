@@ -16,18 +16,40 @@ collision in 64 bits has a chance of about 1e-7.
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import json
+import sys
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+import lyricslab
+from lyricslab.scoring import hashing as hashing_module
+from lyricslab.scoring import song_cache as song_cache_module
 from lyricslab.scoring.hashing import gram_hashes
 from lyricslab.scoring.song_cache import fit_and_score
 
 EOS = "\x00"  # the end-of-song symbol; also pads the history before the first song
 UNK = "\x01"  # characters never seen in training
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """A hash of the source of the code the cached figures come from: this module (the n-gram and its
+    cache), the n-gram hashes and the song cache (the `*_song_cache` baseline). Part of the cache's key,
+    so a changed baseline is recomputed, not read back. Where the source cannot be read (a frozen
+    install), the package version stands in."""
+    digest = hashlib.sha256()
+    for module in (hashing_module, song_cache_module, sys.modules[__name__]):
+        try:
+            digest.update(inspect.getsource(module).encode())
+        except (OSError, TypeError):
+            digest.update(f"{module.__name__} {lyricslab.__version__}".encode())
+    return digest.hexdigest()[:16]
 
 
 @dataclass
@@ -126,10 +148,11 @@ def baseline_bpc(train: Sequence[str], evaluate: dict[str, Sequence[str]], order
     """
     with_cache = bool(song_cache) and "val" in evaluate
     names = [*evaluate, *(f"{name}_song_cache" for name in evaluate if with_cache)]
+    # The cache's key: the order, the song cache's context and the code that computes them.
+    key = {"order": order, "song_cache": song_cache if with_cache else None, "code": code_version()}
     if cache is not None and cache.exists():
         saved = json.loads(cache.read_text())
-        if (saved.get("order") == order and saved.get("song_cache") == (song_cache if with_cache else None)
-                and set(names) <= set(saved["bpc"])):
+        if all(saved.get(k) == v for k, v in key.items()) and set(names) <= set(saved.get("bpc", {})):
             return {name: saved["bpc"][name] for name in names}
     model = KneserNey(order).fit(train)
     out, probs = {}, {}
@@ -146,6 +169,6 @@ def baseline_bpc(train: Sequence[str], evaluate: dict[str, Sequence[str]], order
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"order": order, "song_cache": song_cache if with_cache else None, "bpc": out}))
+        tmp.write_text(json.dumps({**key, "bpc": out}))
         tmp.replace(cache)
     return out
