@@ -5,8 +5,10 @@
     python -m lyricslab.evaluate sweep=demo csv=songs.csv samples=false
 
 The CSV goes through the run's own filters and normalisation (its data config), and each song
-is scored with full context, exactly like the run's test split. Reported: bits/char, loss,
-perplexity, accuracy, macro P/R/F1, bits/char per tag and per language (the run's `breakdown`), the Kneser-Ney n-gram baseline on the same songs (fitted on
+is scored with full context, exactly like the run's test split. Songs of the run's training split
+(the same id, or the same lyrics once normalised) are left out, and one line says how many
+(`eval_<name>_excluded_train_songs`); when that split cannot be recovered here, the line says so.
+Reported: bits/char, loss, perplexity, accuracy, macro P/R/F1, bits/char per tag and per language (the run's `breakdown`), the Kneser-Ney n-gram baseline on the same songs (fitted on
 the run's training split when that data is on this machine), and lyric metrics of fixed-seed
 samples against this CSV's own songs. The results are printed and logged to the run as
 `eval_<name>_*` metrics.
@@ -14,17 +16,19 @@ samples against this CSV's own songs. The results are printed and logged to the 
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
 from lyricslab.config.cli import exit_with, parse_model_command
-from lyricslab.config.errors import UsageError
+from lyricslab.config.errors import ConfigError, UsageError
 from lyricslab.tracking.runs import resolve_run_id, start_model_command
 from lyricslab.tracking.server import TrackingServerError
 
@@ -56,6 +60,67 @@ def read_csv_songs(data_cfg: Any, csv: str) -> Any:
     return frame.reset_index(drop=True)
 
 
+@dataclass
+class TrainingOverlap:
+    """The CSV's songs checked against the run's training split: how many were found (None: the split
+    could not be recovered), out of how many, the split's lyrics (for the baseline), and the line to print."""
+
+    excluded: int | None
+    total: int
+    train: list[str] | None
+    line: str
+
+
+def logged_data_summary(run_id: str | None) -> dict[str, Any] | None:
+    """The run's data_summary.json (songs and characters per split, as training read them), if logged."""
+    if not run_id:
+        return None
+    import mlflow
+
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="data_summary.json", dst_path=tmp)
+            return json.loads(Path(path).read_text())
+    except (mlflow.exceptions.MlflowException, OSError, ValueError):
+        return None
+
+
+def exclude_training_songs(cfg: Any, frame: Any, logged: dict[str, Any] | None = None) -> tuple[Any, TrainingOverlap]:
+    """`frame` without the songs of the run's training split, matched by song id or by lyrics (the words
+    dedupe compares: lyricslab.data.dedupe.seen_before), and what was found.
+
+    The split is recovered from the run's logged config: its data config and data_size, read again and
+    split by the same rule (a hash of the song id, lyricslab.data.prepare.assign_splits). `logged` (the
+    run's data_summary.json) tells whether that is still the split it trained on. When the data is not
+    on this machine nothing is excluded, and the line says so.
+    """
+    from omegaconf.errors import OmegaConfBaseException
+
+    from lyricslab.data import DataError, load_splits
+    from lyricslab.data.dedupe import seen_before
+
+    total = len(frame)
+    try:
+        splits = load_splits(cfg.data, cfg.data_size.songs)
+    except (DataError, OmegaConfBaseException, AttributeError) as err:
+        why = str(err).splitlines()[0] if str(err) else type(err).__name__
+        return frame, TrainingOverlap(None, total, None, f"could not check the {total} songs against the run's "
+                                      f"training split, none excluded: its data cannot be read here ({why})")
+    train = splits.frame[splits.frame["split"] == "train"]
+    found = seen_before(frame, train)
+    excluded = int(found.sum())
+    line = f"excluded {excluded} of {total} songs that were in the run's training split (by id or lyrics)"
+    now, then = splits.summary()["train"], ((logged or {}).get("train") or {})
+    if then and (then.get("songs"), then.get("chars")) != (now["songs"], now["chars"]):
+        line += (f"; but its data has changed since the run (the split holds {now['songs']:,} songs now, "
+                 f"{then.get('songs', 0):,} when it trained), so songs it trained on may remain")
+    if excluded == total:
+        raise DataError(f"all {total} songs of the CSV were in the run's training split (by id or lyrics); "
+                        f"nothing is left to evaluate")
+    kept = frame[~found].reset_index(drop=True)
+    return kept, TrainingOverlap(excluded, total, splits.train, line)
+
+
 def training_songs(cfg: Any) -> list[str] | None:
     """The run's training split, when its data is on this machine (for the baseline and copy rate)."""
     from lyricslab.data import DataError, load_splits
@@ -67,11 +132,13 @@ def training_songs(cfg: Any) -> list[str] | None:
 
 
 def evaluate(bundle: Any, songs: list[str], with_samples: bool = True,
-             rows: list[dict[str, Any]] | None = None) -> tuple[dict[str, float], list[str]]:
+             rows: list[dict[str, Any]] | None = None, train: list[str] | None = None
+             ) -> tuple[dict[str, float], list[str]]:
     """Metrics of `bundle` on `songs` (no prefix), and notes on what could not be computed.
 
     `rows` (one dict per song: tag, artist, year, language, ...) give a conditioned model its control
-    tokens and the per-tag and per-language bits/char (`bpc_tag_rap`, ...).
+    tokens and the per-tag and per-language bits/char (`bpc_tag_rap`, ...). `train`: the run's training
+    songs when the caller has them already (else they are read again, when the data is here).
     """
     from lyricslab.data.conditioning import conditioned_songs
     from lyricslab.scoring.breakdown import columns_of
@@ -84,7 +151,7 @@ def evaluate(bundle: Any, songs: list[str], with_samples: bool = True,
         from lyricslab.training.masked_lm import evaluate_songs
 
         return evaluate_songs(bundle, songs), ["a masked LM (model=bert_mlm): masked-token metrics, no bits/char"]
-    train = training_songs(bundle.cfg)
+    train = train if train is not None else training_songs(bundle.cfg)
     order = (bundle.cfg.get("baseline") or {}).get("order") or 8
     base = None if train is None else baseline_bpc(train, {"eval": songs}, int(order))["eval"]
     if train is None:
@@ -132,7 +199,7 @@ def run_id_of(opts: dict[str, Any]) -> str | None:
 def table(metrics: dict[str, float], name: str) -> str:
     rows = ["bpc", "bpc_song_cache", "baseline_ngram_bpc", "bpc_vs_baseline", "bpc_song_cache_vs_baseline", "nll", "perplexity", "accuracy", "top5_accuracy",
             "precision_macro", "recall_macro", "f1_macro", "rhyme_density", "ref_rhyme_density", "distinct_2",
-            "ref_distinct_2", "copy_rate", "ref_copy_rate", "songs", "chars"]
+            "ref_distinct_2", "copy_rate", "ref_copy_rate", "songs", "chars", "excluded_train_songs"]
     lines = [f"| {name} | value |", "|---|---|"]
     rows += sorted(k for k in metrics if k.startswith(("bpc_tag_", "bpc_language_")))  # the breakdown
     for key in rows:
@@ -145,7 +212,7 @@ def table(metrics: dict[str, float], name: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     try:
         opts = start_model_command(lambda: parse_args(argv))
-    except (UsageError, TrackingServerError) as err:
+    except (UsageError, ConfigError, TrackingServerError) as err:
         return exit_with(err)
     import mlflow
 
@@ -156,11 +223,17 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         bundle = load_named(opts)
+        run_id = run_id_of(opts)
         print(f"reading {opts['csv']} with the run's filters ...", file=sys.stderr)
         frame = read_csv_songs(bundle.cfg.data, opts["csv"])
+        # Songs the run trained on would flatter it: out, by id or by lyrics, and counted.
+        frame, overlap = exclude_training_songs(bundle.cfg, frame, logged_data_summary(run_id))
+        print(overlap.line, file=sys.stderr)
         print(f"scoring {len(frame):,} songs with {bundle.source} ...", file=sys.stderr)
-        metrics, notes = evaluate(bundle, frame["lyrics"].tolist(), opts["samples"], frame.to_dict("records"))
-        run_id = run_id_of(opts)
+        metrics, notes = evaluate(bundle, frame["lyrics"].tolist(), opts["samples"], frame.to_dict("records"),
+                                  train=overlap.train)
+        if overlap.excluded is not None:
+            metrics["excluded_train_songs"] = float(overlap.excluded)
     except (BundleError, DataError) as err:
         return exit_with(err)
     print(table(metrics, opts["name"]))
@@ -169,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     if run_id:
         now = int(time.time() * 1000)
         mlflow.MlflowClient().log_batch(run_id, metrics=[
-            mlflow.entities.Metric(f"eval_{opts['name']}_{k}", float(v), now, 0) for k, v in metrics.items()])
+            mlflow.entities.Metric(f"eval_{opts['name']}_{k}", float(v), now, 0) for k, v in metrics.items()],
+            tags=[mlflow.entities.RunTag(f"eval_{opts['name']}_training_overlap", overlap.line[:5000])])
         print(f"logged as eval_{opts['name']}_* metrics to run {run_id}", file=sys.stderr)
     return 0
 
