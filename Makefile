@@ -38,8 +38,9 @@ ui: install ## MLflow UI for the local store (sqlite:///mlruns/mlflow.db) on htt
 services: install ## PostgreSQL + MLflow server for sweeps across hosts: make services [ARGS=status|down]
 	PYTHON=$(abspath $(BIN))/python scripts/services.sh $(if $(ARGS),$(ARGS),up)
 
-test: install ## The full test suite, as CI runs it (tiny models, real PostgreSQL + MLflow servers): make test [ARGS="-k sweep"]
+test: install ## The full test suite, as CI runs it (tiny models, real PostgreSQL + MLflow servers), then the backends subset on JAX: make test [ARGS="-k sweep"]
 	$(BIN)/python -m pytest -q --durations=15 $(ARGS)
+	KERAS_BACKEND=jax $(BIN)/python -m pytest -q --durations=5 -m backends $(ARGS)
 
 test-fast: install ## The quick subset: every module, no subprocess or multi-model tests (pytest -m "not slow")
 	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)

@@ -20,7 +20,7 @@ from bench.sweep import (
     PARTS as SWEEP_PARTS,  # light: bench.sweep imports TensorFlow only inside its parts
 )
 
-NAMES = ["ingest", "throughput", "mfu", "generation", "sweep", "conditioning", "lora", "quality"]
+NAMES = ["ingest", "throughput", "mfu", "backends", "generation", "sweep", "conditioning", "lora", "quality"]
 PARTS = {"sweep": SWEEP_PARTS, "quality": ("compare", "recipe")}  # benchmarks made of parts that can run alone
 USAGE = (f"usage: python -m bench [--quick] [{'|'.join(NAMES)} [part ...] ...] | python -m bench [--quick] report"
          f" (parts: {'; '.join(f'{k}: {chr(44).join(v)}' for k, v in PARTS.items())})")

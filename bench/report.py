@@ -26,6 +26,7 @@ ROOT = BENCH_DIR.parent
 SECTIONS = [
     ("throughput", "Training throughput", "python -m bench throughput", "throughput.py", None),
     ("mfu", "MFU", "python -m bench mfu", "mfu.py", None),
+    ("backends", "Keras backends: TensorFlow vs JAX", "python -m bench backends", "backends.py", None),
     ("ingest", "Ingest", "python -m bench ingest", "ingest.py", None),
     ("generation", "Generation speed", "python -m bench generation", "generation.py", None),
     ("sweep.overhead", "Sweep overhead per trial", "python -m bench.sweep overhead", "sweep.py", "overhead"),
@@ -46,8 +47,11 @@ MODELS = ["lyricslab/models/rnn.py", "lyricslab/models/transformer.py", "lyricsl
 TRAINING = ["lyricslab/training/train.py", "lyricslab/training/optim.py", "lyricslab/training/callbacks.py"]
 SWEEP = ["lyricslab/sweep.py", "lyricslab/sweeps"]
 MEASURES = {
-    "throughput": [*MODELS, *TRAINING, "lyricslab/training/flops.py"],
+    "throughput": [*MODELS, *TRAINING, "lyricslab/training/flops.py", "lyricslab/training/batches.py"],
     "mfu": ["bench/throughput.py", *MODELS, *TRAINING, "lyricslab/training/flops.py"],
+    "backends": [*MODELS, *TRAINING, "lyricslab/training/flops.py", "lyricslab/training/batches.py",
+                 "lyricslab/conf/experiment/lyrics_lstm.yaml", "lyricslab/conf/experiment/lyrics_transformer.yaml",
+                 "lyricslab/conf/experiment/lyrics_gpu.yaml"],
     "ingest": ["lyricslab/data/genius.py", "lyricslab/data/dedupe.py"],
     "generation": [*MODELS, "lyricslab/models/decoding.py", "lyricslab/sampling/generation.py"],
     "sweep.overhead": SWEEP,

@@ -61,13 +61,18 @@ def plain_transformer(cfg, vocab: int) -> keras.Model:
 
 
 def batches(cfg, vocab: int, steps: int):
+    """lyricslab's side is fed as train() feeds it (training.batches.to_dataset: numpy batches through
+    a PyDataset); the plain side by a cached tf.data pipeline, the usual TensorFlow idiom."""
     import tensorflow as tf
+
+    from lyricslab.text.windows import Windows
+    from lyricslab.training.batches import to_dataset
 
     rng = np.random.default_rng(0)
     n, t = cfg.trainer.batch_size * steps, cfg.trainer.seq_len
     x = rng.integers(3, vocab, size=(n, t)).astype(np.int32)
     y = np.roll(x, -1, axis=1)
-    ours = tf.data.Dataset.from_tensor_slices((x, y)).batch(cfg.trainer.batch_size).cache()  # as train() feeds it
+    ours = to_dataset(Windows(x, y, np.ones_like(x, dtype=np.float32)), cfg.trainer.batch_size, shuffle=True, seed=0)
     plain = tf.data.Dataset.from_tensor_slices((x, y)).batch(cfg.trainer.batch_size).cache()
     return ours, plain
 

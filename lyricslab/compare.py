@@ -20,7 +20,7 @@ from pathlib import Path
 
 from lyricslab.config.cli import exit_with, parse
 from lyricslab.config.errors import UsageError
-from lyricslab.config.runtime import quiet_tensorflow
+from lyricslab.config.runtime import start_keras
 from lyricslab.tracking.leaderboard import leaderboard, sort_column, to_markdown
 
 TEXT_KEYS = ("sweep", "sort", "out")
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     table.to_csv(out / "leaderboard.csv", index=False)
     print(f"wrote {out / 'leaderboard.md'} and {out / 'leaderboard.csv'}", file=sys.stderr)
     if opts["sweep"]:
-        quiet_tensorflow()  # the bundle module registers lyricslab's Keras classes: keras loads with it
+        start_keras()  # the bundle module registers lyricslab's Keras classes: keras loads with it
         from lyricslab.tracking.bundle import BundleError, sweep_parent_id
 
         try:

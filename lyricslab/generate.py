@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from lyricslab.config.cli import exit_with, parse_model_command
-from lyricslab.config.errors import UsageError
+from lyricslab.config.errors import ConfigError, UsageError
 from lyricslab.tracking.runs import start_model_command
 from lyricslab.tracking.server import TrackingServerError
 
@@ -50,7 +50,7 @@ def start_text(structure: str, prompt: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     try:
         opts = start_model_command(lambda: parse_args(argv))
-    except (UsageError, TrackingServerError) as err:
+    except (UsageError, ConfigError, TrackingServerError) as err:
         return exit_with(err)
     return write_songs(opts)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from lyricslab.config.cli import exit_with, parse
 from lyricslab.config.errors import UsageError
-from lyricslab.config.runtime import quiet_tensorflow
+from lyricslab.config.runtime import start_keras
 from lyricslab.hub.presets import BUILDERS
 
 
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"{out} exists and is not empty; pick a new folder")
     except UsageError as err:
         return exit_with(err)
-    quiet_tensorflow()
+    start_keras()
     BUILDERS[cfg.kind](out, vocab_size=int(cfg.vocab_size))
     print(f"wrote {cfg.kind} to {out}; train with model.preset={out.resolve()}", file=sys.stderr)
     return 0

@@ -13,7 +13,7 @@ import hydra
 from omegaconf import DictConfig
 
 from lyricslab.config import paths
-from lyricslab.config.runtime import quiet_tensorflow
+from lyricslab.config.runtime import start_keras
 
 CONF_DIR = str(paths.CONF_DIR)
 # The names MLflow logs them under; best_val_bpc is the restored epoch's (full-context) val bits/char.
@@ -73,13 +73,17 @@ def compose_error(overrides: list[str]) -> str | None:
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
-    quiet_tensorflow()  # before anything imports keras: TensorFlow's start-up lines stay off the console
+    from lyricslab.config.errors import ConfigError
     from lyricslab.data import DataError
     from lyricslab.data.prepare import load_splits, resolve_path
     from lyricslab.training.budget import TrainerConfigError, check_trainer
-    from lyricslab.training.checks import ConfigError, check_config
 
     try:
+        # Before anything imports keras: the backend is fixed at import, and TensorFlow's start-up
+        # lines stay off the console.
+        start_keras(cfg.get("backend"))
+        from lyricslab.training.checks import check_config
+
         check_config(cfg)  # a value no training can use (epochs=-1, seq_len=0) fails before TensorFlow loads
         check_trainer(cfg.trainer)  # so does an impossible budget or evaluation cadence
         resolve_path(cfg.data)  # and a wrong data.path

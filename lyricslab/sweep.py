@@ -14,7 +14,8 @@ import sys
 import warnings
 from typing import Any
 
-from lyricslab.config.runtime import quiet_tensorflow
+from lyricslab.config.errors import ConfigError
+from lyricslab.config.runtime import start_keras
 from lyricslab.sweeps.rdb import hide_passwords, shown_url
 
 STORAGE_ENV = "LYRICSLAB_STORAGE"  # the storage URL, kept out of argv (and so out of `ps`)
@@ -106,7 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     except SpaceError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    quiet_tensorflow()  # the study module imports keras (the objective trains)
+    try:  # the study module imports keras (the objective trains): the backend is chosen first
+        start_keras(spec.fixed_values.get("backend"))
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     import optuna
 
     from lyricslab.sweeps.study import (

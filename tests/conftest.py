@@ -45,6 +45,15 @@ SLOW_MODULES = {"test_adversarial", "test_bad_input", "test_bench", "test_bert_m
 FAST_TRAINING = {"test_model_family_trains_and_logs_a_complete_run[lstm-char]", "test_test_bits_per_char_known_answer",
                  "test_tied_embedding_is_one_matrix_used_both_ways",
                  "test_recurrent_dropout_is_on_the_cell_and_only_in_training"}
+# The second pass of `make test` runs these again on JAX (KERAS_BACKEND=jax pytest -m backends): training,
+# carried state, full-context scoring, generation, evaluate and one sweep, with the numerical references.
+BACKEND_MODULES = {"test_evaluation", "test_generate", "test_carried_state", "test_rnn_reference", "test_control_inputs",
+                   "test_song_cache", "test_evaluate_contamination"}
+BACKEND_TESTS = FAST_TRAINING | {"test_a_study_over_two_runs_logs_prunes_resumes_registers_and_reruns_its_best",
+                                 "test_model_family_trains_and_logs_a_complete_run[transformer-subword]",
+                                 "test_model_family_trains_and_logs_a_complete_run[gru-word]",
+                                 "test_diverging_run_ends_failed_with_the_reason[rmsprop]",
+                                 "test_line_prefix_forces_the_controls_after_a_line_end_and_nowhere_else"}
 # Fixtures (and calls) that train a model: their tests get the `training` marker.
 TRAINING_FIXTURES = {"trained_run", "finished_sweep", "bert_run", "gpt2_run"}
 
@@ -57,6 +66,8 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
         if module in SLOW_MODULES or (module == "test_training" and item.name not in FAST_TRAINING):
             item.add_marker(pytest.mark.slow)
+        if module in BACKEND_MODULES or item.name in BACKEND_TESTS:
+            item.add_marker(pytest.mark.backends)
         if TRAINING_FIXTURES & set(item.fixturenames) or "train(" in _source(item):
             item.add_marker(pytest.mark.training)
 

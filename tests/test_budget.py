@@ -16,7 +16,8 @@ from conftest import ROOT, compose, tiny
 
 from lyricslab.models import build_model
 from lyricslab.scoring.scorers import full_context_scorer
-from lyricslab.text.windows import make_windows, to_dataset
+from lyricslab.text.windows import make_windows
+from lyricslab.training.batches import to_dataset
 from lyricslab.training.budget import Budget, TrainerConfigError, check_trainer
 from lyricslab.training.callbacks import (
     DerivedMetrics,

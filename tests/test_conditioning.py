@@ -69,7 +69,7 @@ def test_repeat_line_puts_the_prefix_after_every_line_break():
 
 
 def test_line_prefix_forces_the_controls_after_a_line_end_and_nowhere_else():
-    import tensorflow as tf
+    import keras
 
     from lyricslab.sampling.generation import LinePrefix
     from lyricslab.text.tokenizers import EOS_ID
@@ -84,7 +84,7 @@ def test_line_prefix_forces_the_controls_after_a_line_end_and_nowhere_else():
                        [a, a, a, 0],  # mid-line: free
                        [a, a, EOS_ID, 0]], dtype=np.int32)  # a new song opens with the prefix too
     logits = np.random.default_rng(0).normal(size=(5, tok.vocab_size)).astype(np.float32)
-    out = np.asarray(forced.force(tf.constant(logits), tf.constant(prompt), tf.constant(3)))
+    out = keras.ops.convert_to_numpy(forced.force(keras.ops.convert_to_tensor(logits), prompt, 3))
     assert out.argmax(axis=1)[[0, 1, 4]].tolist() == [first, second, first]
     assert (np.sort(out[0])[-2] < -1e8)  # the forced token is the only one left
     np.testing.assert_array_equal(out[[2, 3]], logits[[2, 3]])

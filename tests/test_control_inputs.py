@@ -9,6 +9,7 @@ from conftest import compose, tiny
 from lyricslab.models import build_model
 from lyricslab.models.controls import ControlCell, ControlOneHot
 from lyricslab.models.decoding import make_cache
+from lyricslab.models.rnn import copy_weights
 from lyricslab.scoring.scorers import CarriedStateScorer
 from lyricslab.training.train import build_training_model, plain_model
 
@@ -77,7 +78,7 @@ def test_carried_state_scoring_reads_the_stream_like_one_sequence():
 def test_stateful_training_model_carries_the_controls_and_the_plain_model_takes_its_weights(tmp_path):
     cfg, plain = conditioned_rnn("lstm", "trainer.carry_state=true", "trainer.batch_size=2")
     stateful = build_training_model(cfg, VOCAB, CONTROLS)
-    stateful.set_weights(plain.get_weights())
+    copy_weights(plain, stateful)
     x = stream()
     whole = np.asarray(plain(x))
     chunks = np.concatenate([np.asarray(stateful(x[:, :8])), np.asarray(stateful(x[:, 8:]))], axis=1)

@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 
 from lyricslab import compare, generate
 from lyricslab.models import build_model
+from lyricslab.models.compiled import compiled
 from lyricslab.models.decoding import make_cache
 from lyricslab.sampling.generation import generate as generate_text
 from lyricslab.text.factory import train_tokenizer
@@ -31,10 +32,8 @@ def test_incremental_decoding_matches_full_refeed(model):
 
 
 def last_logits(net):
-    """The full model's logits for the last position, one graph for every window length."""
-    import tensorflow as tf
-
-    return tf.function(lambda x: net(x, training=False)[:, -1], input_signature=[tf.TensorSpec([None, None], tf.int32)])
+    """The full model's logits for the last position, compiled by the running backend."""
+    return compiled(lambda x: net(x, training=False)[:, -1], net.variables, shapes_vary=True)
 
 
 def window_refeed_greedy(net, start, n, max_tokens, window_start):
@@ -61,12 +60,13 @@ def test_transformer_cache_slides_its_window_past_the_context(context16_transfor
     assert (cache.context, cache.stride, cache.keep) == (16, 4, 12)
     x = np.random.default_rng(2).integers(3, 40, size=(2, 50)).astype("int32")
     forward = last_logits(net)
+    step = compiled(cache.next, net.variables)  # as the sampling loop runs it: one graph, the index an input
     state = cache.prefill(x, 5)
     for index in range(5, 51):
         p = index - 1
         start = int(cache.window_start(p))
         assert 0 <= p - start < 16 and (p < 16 or p - start >= cache.keep)  # holds p and >= 12 tokens before it
-        logits, _, state = cache.next(x, state, index)
+        logits, _, state = step(x, state, np.int32(index))
         full = np.asarray(forward(x[:, start:index]))
         np.testing.assert_allclose(np.asarray(logits), full, atol=1e-4, err_msg=f"position {p}")
 

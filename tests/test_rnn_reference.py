@@ -15,7 +15,7 @@ import pytest
 from conftest import compose, sharpen, tiny
 
 from lyricslab.models import build_model
-from lyricslab.models.rnn import build_rnn
+from lyricslab.models.rnn import build_rnn, copy_weights
 from lyricslab.scoring.scorers import CarriedStateScorer, score_windows
 from lyricslab.text.windows import make_windows, with_start
 
@@ -107,7 +107,7 @@ def test_every_rnn_scoring_path_matches_the_numpy_cell(cell):
 
     # 4. The stateful training model (trainer.carry_state): same weights, state kept across calls.
     stateful = build_rnn(cfg, VOCAB, stateful_batch=1)
-    stateful.set_weights(model.get_weights())
+    copy_weights(model, stateful)
     inputs = tokens[:-1]
     pieces = [np.asarray(stateful(inputs[None, t:t + 8], training=False), np.float64)[0]
               for t in range(0, len(inputs), 8)]

@@ -1,4 +1,8 @@
-"""Import TensorFlow and Keras without their start-up chatter on the user's console.
+"""Start Keras on the chosen backend, without TensorFlow's start-up chatter on the user's console.
+
+Keras reads its backend once, at import (KERAS_BACKEND), so the choice (`backend=` in any
+command's config, defaulting to KERAS_BACKEND, then tensorflow) is made here, before anything
+imports keras, and a backend that is not installed is a one-line ConfigError.
 
 TensorFlow's C++ side writes absl and CUDA probing lines ("Could not find cuda drivers",
 "failed call to cuInit", oneDNN notes) straight to file descriptor 2 at import and at device
@@ -9,10 +13,17 @@ back, so real errors still show. LYRICSLAB_VERBOSE=1 turns the filter off.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import sys
 import tempfile
+
+from lyricslab.config.errors import ConfigError
+
+# The backends lyricslab runs on, and the module each needs. torch is left out: it is untested here.
+BACKENDS = {"tensorflow": "tensorflow", "jax": "jax"}
+INSTALL_HINT = {"tensorflow": "pip install tensorflow", "jax": "pip install 'lyricslab[jax]' (on a GPU: pip install 'jax[cuda12]')"}
 
 NOISE = re.compile(
     r"All log messages before absl::InitializeLog|cudart_stub|cuInit|cuda_(platform|executor|dnn|fft|blas)"
@@ -26,8 +37,36 @@ def verbose() -> bool:
     return os.environ.get("LYRICSLAB_VERBOSE", "") not in ("", "0", "false")
 
 
+def choose_backend(name: str | None = None) -> str:
+    """The backend Keras will run on: `name`, else KERAS_BACKEND, else tensorflow; set in KERAS_BACKEND.
+
+    Raises ConfigError for an unknown or missing backend, or when Keras already runs on another one
+    in this process (the backend cannot change after import)."""
+    chosen = str(name or os.environ.get("KERAS_BACKEND") or "tensorflow").strip().lower()
+    if chosen not in BACKENDS:
+        raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, not {chosen!r}")
+    if importlib.util.find_spec(BACKENDS[chosen]) is None:
+        raise ConfigError(f"backend={chosen} is not installed here: {INSTALL_HINT[chosen]}, or pick "
+                          f"backend={'jax' if chosen == 'tensorflow' else 'tensorflow'}")
+    keras = sys.modules.get("keras")
+    running = keras.backend.backend() if keras is not None and hasattr(keras, "backend") else None
+    if running is not None and running != chosen:
+        raise ConfigError(f"Keras already runs on {running} in this process; start a new one with backend={chosen}")
+    os.environ["KERAS_BACKEND"] = chosen
+    return chosen
+
+
+def start_keras(backend: str | None = None) -> str:
+    """Choose the backend (see choose_backend), then import keras once, dropping TensorFlow's known
+    start-up noise from stderr. Returns the backend's name."""
+    chosen = choose_backend(backend)
+    quiet_tensorflow()
+    return chosen
+
+
 def quiet_tensorflow() -> None:
-    """Import tensorflow and keras once, dropping their known start-up noise from stderr."""
+    """Import tensorflow (when installed: keras_hub's tokenizers import it on any backend) and keras
+    once, dropping their known start-up noise from stderr."""
     global _done
     if _done:
         return
@@ -46,9 +85,10 @@ def quiet_tensorflow() -> None:
     sys.stderr.flush()
     os.dup2(captured.fileno(), fd)
     try:
-        import tensorflow as tf
+        if importlib.util.find_spec("tensorflow") is not None:
+            import tensorflow as tf
 
-        tf.config.list_physical_devices()  # device discovery prints the CUDA lines now, not mid-training
+            tf.config.list_physical_devices()  # device discovery prints the CUDA lines now, not mid-training
         import keras  # noqa: F401
     finally:
         sys.stderr.flush()

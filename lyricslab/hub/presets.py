@@ -162,7 +162,8 @@ def build_tiny_bert(out: Path, texts: list[str] | None = None, vocab_size: int =
     import tensorflow as tf
 
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # [PAD] is id 0, as keras_hub's BERT expects
-    corpus = tf.data.Dataset.from_tensor_slices(texts if texts is not None else demo_texts())  # a list would be file names
+    # tf.data on every backend: keras_hub's WordPiece trainer is TensorFlow Text; a list would be file names.
+    corpus = tf.data.Dataset.from_tensor_slices(texts if texts is not None else demo_texts())
     vocab = keras_hub.tokenizers.compute_word_piece_vocabulary(corpus, vocabulary_size=vocab_size, lowercase=False,
                                                                reserved_tokens=specials)
     keras.utils.set_random_seed(seed)

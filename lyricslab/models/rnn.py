@@ -37,4 +37,30 @@ def build_rnn(cfg: Any, vocab_size: int, stateful_batch: int | None = None,
         x = keras.layers.Dense(emb.dim, name="projection")(x)
     logits = embedding(x, reverse=True)
     logits = keras.layers.Activation("linear", dtype="float32", name="logits")(logits)  # fp32 under bf16
-    return keras.Model(tokens, logits, name=m.name)
+    model = keras.Model(tokens, logits, name=m.name)
+    if stateful_batch is not None:
+        track_carried_states(model)
+    return model
+
+
+def track_carried_states(model: keras.Model) -> None:
+    """Make a stateful model's RNN states its own non-trainable variables, on JAX.
+
+    Keras keeps a stateful layer's states out of every variable list (so they are not saved), and
+    its JAX trainer carries only the listed variables from step to step: there the states would be
+    read as constants, zero at every step. Tracked by the model (not the layers, whose weights the
+    plain model takes one by one), they are carried. TensorFlow updates them in place already.
+    """
+    if keras.backend.backend() != "jax":
+        return
+    for layer in model.layers:
+        if getattr(layer, "stateful", False) and getattr(layer, "states", None) is not None:
+            for state in keras.tree.flatten(layer.states):
+                model._track_variable(state)  # noqa: SLF001  (no public API registers an existing variable)
+
+
+def copy_weights(source: keras.Model, target: keras.Model) -> None:
+    """The weights of `source` into `target`, a model of the same layers (by name) that may differ in
+    batch size and statefulness: layer by layer, since on JAX a stateful model also lists its states."""
+    for layer in target.layers:
+        layer.set_weights(source.get_layer(layer.name).get_weights())

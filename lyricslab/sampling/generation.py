@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from keras import ops
 
 from lyricslab.data.conditioning import strip_controls
 from lyricslab.data.normalize import render_structure_tags
+from lyricslab.models.compiled import compiled, host_call
 from lyricslab.models.decoding import TransformerCache, make_cache, make_sampler
 from lyricslab.scoring.song_cache import SongCache
 from lyricslab.text.tokenizers import EOS_ID, Tokenizer
@@ -81,16 +83,14 @@ class LinePrefix:
         """Logits that pick the prefix's next token where the row is inside a line's prefix; the rest
         unchanged. Row r is at prefix token j-1 when the token j back from `index` ended a line (prefix
         tokens never end one, so the nearest such j is the only one)."""
-        import tensorflow as tf
-
-        line_ends = tf.constant(self.line_ends)
-        forced = tf.fill([tf.shape(prompt)[0]], -1)
+        line_ends = ops.convert_to_tensor(self.line_ends)
+        forced = ops.full((ops.shape(prompt)[0],), -1, dtype="int32")
         for j in range(len(self.ids), 0, -1):  # the smallest j is written last and wins
-            back = tf.gather(prompt, tf.maximum(index - j, 0), axis=1)
-            ended = tf.logical_and(index - j >= 0, tf.gather(line_ends, back))
-            forced = tf.where(ended, int(self.ids[j - 1]), forced)
-        chosen = tf.one_hot(tf.maximum(forced, 0), tf.shape(logits)[-1], on_value=0.0, off_value=-1e9)
-        return tf.where((forced >= 0)[:, None], chosen, logits)
+            back = ops.take(prompt, ops.maximum(index - j, 0), axis=1)
+            ended = ops.logical_and(index - j >= 0, ops.take(line_ends, back))
+            forced = ops.where(ended, int(self.ids[j - 1]), forced)
+        chosen = (ops.one_hot(ops.maximum(forced, 0), len(self.line_ends)) - 1.0) * 1e9  # 0 on the forced token
+        return ops.where(ops.expand_dims(forced >= 0, 1), ops.cast(chosen, logits.dtype), logits)
 
 
 def generate_ids(model: Any, start: np.ndarray, n: int, max_tokens: int, sampler: Any,
@@ -106,9 +106,6 @@ def generate_ids(model: Any, start: np.ndarray, n: int, max_tokens: int, sampler
     as it was scored, so a chorus can come back; it also feeds a loop once the model repeats itself.
     `line_prefix` writes a conditioned model's control tokens after every line end (see LinePrefix).
     """
-    import tensorflow as tf
-
-    tf.get_logger().setLevel("ERROR")  # a new graph per call is intended: no retracing warnings
     cache = cache or make_cache(model)
     length = len(start)
     total = length + max_tokens
@@ -121,7 +118,7 @@ def generate_ids(model: Any, start: np.ndarray, n: int, max_tokens: int, sampler
     mask = np.zeros((n, total), dtype=bool)
     mask[:, :length] = True
 
-    scale = None if row_temperatures is None else tf.constant(np.asarray(row_temperatures, np.float32)[:, None])
+    scale = None if row_temperatures is None else np.asarray(row_temperatures, np.float32)[:, None]
 
     def step(prompt, state, index):
         logits, hidden, state = cache.next(prompt, state, index)
@@ -131,19 +128,22 @@ def generate_ids(model: Any, start: np.ndarray, n: int, max_tokens: int, sampler
             # After the temperature: it shapes the network's guess, not the song's own evidence, which
             # a low temperature would otherwise sharpen into a loop. numpy on the host: a few list
             # scans per token, next to a model step.
-            mixed = tf.py_function(lambda p, i, lg: song_cache_logits(song_cache, p.numpy(), int(i), lg.numpy()),
-                                   [prompt, index, logits], tf.float32)
-            logits = tf.ensure_shape(mixed, logits.shape)
+            logits = host_call(lambda p, i, lg: song_cache_logits(song_cache, p, int(i), lg), logits,
+                               prompt, index, logits)
         if line_prefix is not None:  # last: the prefix is given, whatever the model or the cache expect
             logits = line_prefix.force(logits, prompt, index)
         return logits, hidden, state
 
-    @tf.function  # one graph for the prefill and the whole sampling loop
     def run(ids, mask):
         state = cache.prefill(ids, length)
-        return sampler(step, ids, state, index=length, mask=mask, stop_token_ids=[EOS_ID] if stop_at_eos else None)
+        # model=: on JAX the sampler carries the model's weights through its loop statelessly.
+        return sampler(step, ids, state, index=length, mask=mask, stop_token_ids=[EOS_ID] if stop_at_eos else None,
+                       model=model)
 
-    return np.asarray(run(tf.constant(ids), tf.constant(mask)))
+    # One compiled graph for the prefill and the whole sampling loop; a new one per call (the
+    # closure holds this call's options). The sampler's seed advances from call to call.
+    run = compiled(run, model.variables, updated=sampler.variables)
+    return ops.convert_to_numpy(run(ids, mask))
 
 
 def generate(model: Any, tokenizer: Tokenizer, prompt: str, n: int = 1, max_tokens: int = 200,
@@ -214,10 +214,7 @@ def write_samples(model: Any, tokenizer: Tokenizer, cfg: Any, path: Path,
 def generate_naive(model: Any, tokenizer: Tokenizer, prompt: str, temperatures: Sequence[float], max_tokens: int,
                    seed: int = 0, context: int | None = None, stop_at_eos: bool = True) -> list[str]:
     """The keras.io approach, kept as the benchmark baseline: re-feed the whole window every step."""
-    import tensorflow as tf
-
-    forward = tf.function(lambda x: model(x, training=False)[:, -1, :], reduce_retracing=True,
-                          input_signature=[tf.TensorSpec([None, None], tf.int32)])
+    forward = compiled(lambda x: model(x, training=False)[:, -1, :], model.variables, shapes_vary=True)
     rng = np.random.default_rng(seed)
     temps = np.asarray(temperatures, dtype=np.float64)
     start = prompt_ids(tokenizer, prompt)
@@ -225,7 +222,7 @@ def generate_naive(model: Any, tokenizer: Tokenizer, prompt: str, temperatures: 
     done = np.zeros(len(temps), dtype=bool)
     for _ in range(max_tokens):
         window = tokens if context is None else tokens[:, -context:]
-        logits = forward(window).numpy().astype(np.float64) / temps[:, None]
+        logits = ops.convert_to_numpy(forward(window)).astype(np.float64) / temps[:, None]
         probs = np.exp(logits - logits.max(axis=1, keepdims=True))
         probs /= probs.sum(axis=1, keepdims=True)
         picks = np.minimum((probs.cumsum(axis=1) < rng.random((len(probs), 1))).sum(axis=1), probs.shape[1] - 1)

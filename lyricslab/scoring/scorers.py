@@ -20,7 +20,9 @@ from typing import Iterable, Sequence
 
 import keras
 import numpy as np
+from keras import ops
 
+from lyricslab.models.compiled import compiled
 from lyricslab.models.controls import ControlPath, recurrent_stack
 from lyricslab.text.windows import Windows, parallel_streams, sliding_windows
 
@@ -78,15 +80,12 @@ class Scores:
 def token_stats(logits, targets):
     """Per-token NLL (nats), argmax prediction and top-5 hit, computed where the logits are (no
     (batch, time, vocab) array crosses to the host)."""
-    import tensorflow as tf
-
-    logits = tf.cast(logits, tf.float32)
-    nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits)
-    pred = tf.argmax(logits, axis=-1, output_type=tf.int32)
-    vocab = tf.shape(logits)[-1]
-    # Same tie rule as Keras' SparseTopKCategoricalAccuracy (ops.in_top_k).
-    hit = tf.math.in_top_k(tf.reshape(targets, [-1]), tf.reshape(logits, [-1, vocab]), k=5)
-    return nll, pred, tf.reshape(hit, tf.shape(targets))
+    logits = ops.cast(logits, "float32")
+    nll = ops.sparse_categorical_crossentropy(targets, logits, from_logits=True)
+    pred = ops.cast(ops.argmax(logits, axis=-1), "int32")
+    # Same tie rule as Keras' SparseTopKCategoricalAccuracy.
+    hit = ops.in_top_k(ops.reshape(targets, (-1,)), ops.reshape(logits, (-1, ops.shape(logits)[-1])), k=5)
+    return nll, pred, ops.reshape(hit, ops.shape(targets))
 
 
 def score_batches(forward, batches: Iterable[Windows], keep_predictions: bool,
@@ -99,12 +98,10 @@ def score_batches(forward, batches: Iterable[Windows], keep_predictions: bool,
     return scores
 
 
-def _forward(model: keras.Model, length: int | None):
-    import tensorflow as tf
-
-    spec = tf.TensorSpec([None, length], tf.int32)
-    # One graph for every batch (predict_on_batch would retrace on the ragged last batch).
-    return tf.function(lambda x, y: token_stats(model(x, training=False), y), input_signature=[spec, spec])
+def _forward(model: keras.Model):
+    # Compiled once per batch shape (the ragged last batch adds one); predict_on_batch would return
+    # the (batch, time, vocab) logits to the host.
+    return compiled(lambda x, y: token_stats(model(x, training=False), y), model.variables)
 
 
 def score_windows(model: keras.Model, windows: Windows, batch_size: int, keep_predictions: bool = False,
@@ -112,7 +109,7 @@ def score_windows(model: keras.Model, windows: Windows, batch_size: int, keep_pr
     """Windowed scoring: each window on its own, from an empty context."""
     batches = (Windows(windows.x[i:i + batch_size], windows.y[i:i + batch_size], windows.w[i:i + batch_size])
                for i in range(0, len(windows.x), batch_size))
-    return score_batches(_forward(model, None), batches, keep_predictions, unscored_ids)
+    return score_batches(_forward(model), batches, keep_predictions, unscored_ids)
 
 
 class SlidingWindowScorer:
@@ -125,7 +122,7 @@ class SlidingWindowScorer:
         if not 0 < self.stride <= self.context:  # checked here, before training, not at the first validation
             raise ValueError(f"trainer.eval_stride must be between 1 and the context ({self.context}), not {stride}")
         self.batch_size = batch_size
-        self.forward = _forward(model, self.context)
+        self.forward = _forward(model)
 
     def __call__(self, stream: np.ndarray, keep_predictions: bool = False) -> Scores:
         batches = sliding_windows(stream, self.context, self.stride, self.batch_size)
@@ -142,8 +139,6 @@ class CarriedStateScorer:
     """
 
     def __init__(self, model: keras.Model, chunk: int, rows: int, unscored_ids: Sequence[int] = ()):
-        import tensorflow as tf
-
         self.chunk, self.rows, self.unscored_ids = chunk, rows, list(unscored_ids)
         self.embedding = model.get_layer("embedding")
         names = {layer.name for layer in model.layers}
@@ -157,7 +152,8 @@ class CarriedStateScorer:
                                           "name": f"{layer.name}_eval"})
             twin(keras.ops.zeros((1, 1, layer.cell.kernel.shape[0]), dtype=layer.compute_dtype))  # builds it
             self.twins.append(twin)
-        self.step = tf.function(self._step, reduce_retracing=True)
+        twins = [*self.twins, *([self.control_twin] if self.control_twin is not None else [])]
+        self.step = compiled(self._step, [*model.variables, *(v for twin in twins for v in twin.variables)])
 
     def _step(self, x, y, states):
         hidden, new = self.embedding(x), []

@@ -106,7 +106,7 @@ def carried_batches(stream: np.ndarray, rows: int, chunk: int) -> Windows:
     The stream is cut into `rows` parallel rows (`parallel_streams`); batch k holds chunk k of every
     row, in row order, so row i of batch k+1 continues row i of batch k, and a stateful RNN that
     carries its state from batch to batch sees each row as one long sequence. Taken in order, never
-    shuffled: `to_dataset(..., batch_size=rows, shuffle=False)`.
+    shuffled: `lyricslab.training.batches.to_dataset(..., batch_size=rows, shuffle=False)`.
     """
     parallel = parallel_streams(stream, rows, chunk)
     if len(parallel.x) != rows:  # a stateful model's batch size is fixed: every batch needs all its rows
@@ -118,19 +118,3 @@ def carried_batches(stream: np.ndarray, rows: int, chunk: int) -> Windows:
         return a.reshape(len(a), n, chunk).transpose(1, 0, 2).reshape(-1, chunk)
 
     return Windows(time_major(parallel.x), time_major(parallel.y), time_major(parallel.w))
-
-
-def to_dataset(windows: Windows, batch_size: int, shuffle: bool, seed: int, repeat: bool = False):
-    """Training batches are full (tokens/s counts exact work); evaluation keeps every window."""
-    import tensorflow as tf
-
-    # Training windows are never padded, so their all-ones weights are left out (less work per step);
-    # evaluation keeps them so padding is excluded from every metric.
-    tensors = (windows.x, windows.y) if shuffle and windows.w.all() else (windows.x, windows.y, windows.w)
-    ds = tf.data.Dataset.from_tensor_slices(tensors)
-    if shuffle:
-        ds = ds.shuffle(len(windows.x), seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        ds = ds.repeat()
-    drop = shuffle and len(windows.x) >= batch_size
-    return ds.batch(batch_size, drop_remainder=drop).prefetch(tf.data.AUTOTUNE)

@@ -15,7 +15,7 @@ from mlflow.entities import RunStatus
 from omegaconf import DictConfig, OmegaConf
 
 import lyricslab
-from lyricslab.config.runtime import quiet_tensorflow
+from lyricslab.config.runtime import start_keras
 from lyricslab.tracking.server import check_reachable
 
 PRUNED_EXCEPTIONS = ("TrialPruned",)
@@ -153,11 +153,11 @@ def connect(uri: str) -> None:
 
 
 def start_model_command(parse: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """generate and evaluate: the options `parse()` gives, the store checked and set, TensorFlow quiet
-    (the bundle they load next imports Keras)."""
+    """generate and evaluate: the options `parse()` gives, the store checked and set, Keras started on
+    the chosen backend, TensorFlow quiet (the bundle they load next imports Keras)."""
     opts = parse()
     connect(opts["tracking_uri"])
-    quiet_tensorflow()
+    start_keras(opts.get("backend"))
     return opts
 
 

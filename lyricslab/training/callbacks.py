@@ -54,6 +54,15 @@ class DerivedMetrics(keras.callbacks.Callback):
         logs["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
 
+def sync_fit_state(model: keras.Model) -> None:
+    """Call before a callback assigns a variable in the middle of a round. On JAX, Keras' fit keeps
+    the variables' values outside them during an epoch and reads them back only after this sync
+    (`jax_state_sync`), so without it the assignment would be lost. A no-op on TensorFlow."""
+    sync = getattr(model, "jax_state_sync", None)
+    if sync is not None:
+        sync()
+
+
 class ResetStatesEachPass(keras.callbacks.Callback):
     """Carried-state training: zero the RNN states where a pass over the rows starts again, so the
     state from the end of one row never flows into its beginning. Counted in steps, because rounds
@@ -65,6 +74,7 @@ class ResetStatesEachPass(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch, logs=None):
         if self.step % self.steps_per_pass == 0:
+            sync_fit_state(self.model)
             for layer in self.model.layers:
                 if getattr(layer, "stateful", False):
                     layer.reset_state()
@@ -141,10 +151,12 @@ class LearningRateByProgress(keras.callbacks.Callback):
         self.schedule, self.progress = schedule, progress
 
     def on_train_batch_begin(self, batch, logs=None):
+        sync_fit_state(self.model)  # on JAX a full sync per step: a Python loop that rebinds arrays, no copies
         self.model.optimizer.learning_rate = self.schedule(self.progress())
 
     def on_train_batch_end(self, batch, logs=None):
         # Again as the step ends: the lr logged after a round, and after a budget stop the end value.
+        sync_fit_state(self.model)
         self.model.optimizer.learning_rate = self.schedule(self.progress())
 
 

@@ -16,6 +16,7 @@ import keras
 import mlflow
 import numpy as np
 
+from lyricslab.config.runtime import choose_backend
 from lyricslab.data import load_splits
 from lyricslab.data.prepare import SPLITS, Splits
 from lyricslab.training.budget import Budget, check_trainer, steps_for_minutes
@@ -42,12 +43,16 @@ def diverged_as_non_finite_loss(model: keras.Model) -> Iterator[None]:
     Keras' sparse update for the embedding (RMSprop divides by a dense denominator) takes a path
     for NaN denominators that fails on repeated token ids with a graph error, inside the very
     step whose loss became NaN. Non-finite weights or optimizer state tell that crash from a bug.
+    (TensorFlow only: other backends have no such path, and their NaN loss ends the round as usual.)
     """
-    import tensorflow as tf
+    graph_errors: tuple[type[BaseException], ...] = ()
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
 
+        graph_errors = (tf.errors.InvalidArgumentError,)
     try:
         yield
-    except tf.errors.InvalidArgumentError as err:
+    except graph_errors as err:
         values = [*model.weights, *model.optimizer.variables]
         if all(np.isfinite(keras.ops.convert_to_numpy(v)).all() for v in values):
             raise
@@ -68,22 +73,34 @@ class MlflowEpochLogger(keras.callbacks.Callback):
 
 
 def configure_runtime(trainer: Any) -> None:
-    import tensorflow as tf
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
 
-    # Every trial of a sweep traces new graphs on purpose; TF's "retracing" warning is noise here.
-    tf.get_logger().setLevel("ERROR")
+        # Every trial of a sweep traces new graphs on purpose; TF's "retracing" warning is noise here.
+        tf.get_logger().setLevel("ERROR")
     keras.backend.clear_session()
     keras.utils.set_random_seed(int(trainer.seed))
     policy = {"bf16": "mixed_bfloat16", "float32": "float32"}.get(str(trainer.precision))
     if policy is None:
         raise ValueError(f"trainer.precision must be float32 or bf16, not {trainer.precision!r}")
     keras.mixed_precision.set_dtype_policy(policy)
+    keras.distribution.set_distribution(data_parallel() if trainer.get("data_parallel") else None)
+
+
+def data_parallel() -> Any:
+    """Keras' DataParallel over every accelerator when there are several (JAX only: Keras' distribution
+    API has no TensorFlow implementation); None on one device, where it would only add overhead."""
+    if keras.backend.backend() != "jax":
+        return None
+    devices = keras.distribution.list_devices()
+    return keras.distribution.DataParallel(devices=devices) if len(devices) > 1 else None
 
 
 def prepare_run(cfg: Any) -> tuple[Splits, dict[str, list[str]]]:
     """The opening of every training loop: check the trainer settings, set the runtime (seed,
     precision), then read the data once: the splits and their texts by name."""
     check_trainer(cfg.trainer)
+    choose_backend(cfg.get("backend"))  # the config's backend is the one Keras runs on, or a ConfigError
     configure_runtime(cfg.trainer)
     splits = load_splits(cfg.data, cfg.data_size.songs)
     return splits, {name: getattr(splits, name) for name in SPLITS}

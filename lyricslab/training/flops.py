@@ -13,8 +13,9 @@ units ≠ embedding size), each transformer block `2·4·w²` (Q, K, V and outpu
 and nanoGPT's estimate_mfu. Embedding lookups, biases, norms and softmax are left out, as there.
 
 The denominator is a matmul peak measured on this machine at the run's precision (a datasheet
-peak for shared vCPUs is neither known nor reached): the fastest of repeated n×n `tf.matmul`s,
-cached per device, core count and dtype. Other jobs on the cores only ever make a measurement
+peak for shared vCPUs is neither known nor reached): the fastest of repeated n×n matmuls (`keras.ops`, on the
+running backend, whose CPU kernels differ: oneDNN for TensorFlow, XLA's for JAX), cached per
+backend, device, core count and dtype. Other jobs on the cores only ever make a measurement
 lower, so a new measurement (`remeasure_matmul_peak`, which `python -m bench mfu` runs) replaces
 the cached peak only when it is higher.
 """
@@ -27,6 +28,10 @@ import platform
 import time
 from pathlib import Path
 from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
 
 from lyricslab.hub.presets import backbone_config
 
@@ -65,13 +70,27 @@ def training_flops_per_token(cfg: Any, vocab: int) -> float:
     return (1 + backward) * forward_flops_per_token(cfg, vocab)
 
 
-def device_name() -> str:
-    """The GPU TensorFlow would use, else the CPU model."""
-    import tensorflow as tf
+def gpu_name() -> str | None:
+    """The first GPU the running backend would use, or None."""
+    if keras.backend.backend() == "jax":
+        import jax
 
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        return str(tf.config.experimental.get_device_details(gpus[0]).get("device_name", gpus[0].name))
+        gpus = [d for d in jax.devices() if d.platform == "gpu"]
+        return str(gpus[0].device_kind) if gpus else None
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        if gpus:
+            return str(tf.config.experimental.get_device_details(gpus[0]).get("device_name", gpus[0].name))
+    return None
+
+
+def device_name() -> str:
+    """The GPU the running backend would use, else the CPU model."""
+    gpu = gpu_name()
+    if gpu:
+        return gpu
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -95,16 +114,18 @@ def measure_matmul_peak(dtype: str = "float32", n: int | None = None, seconds: f
     n defaults to 2048 on a CPU (about 0.1-0.5 s a matmul on a few cores) and 8192 on a GPU,
     where a smaller one would time the launch and the copy back rather than the arithmetic.
     """
-    import tensorflow as tf
+    n = n or (8192 if gpu_name() else 2048)
+    a = ops.convert_to_tensor(np.random.default_rng(0).standard_normal((n, n), dtype=np.float32))
+    a, b = ops.cast(a, dtype), ops.cast(ops.transpose(a), dtype)
 
-    n = n or (8192 if tf.config.list_physical_devices("GPU") else 2048)
-    a = tf.random.normal((n, n), dtype=tf.float32)
-    a, b = tf.cast(a, dtype), tf.cast(tf.transpose(a), dtype)
-    tf.matmul(a, b).numpy()  # warm up (thread pools, kernel selection)
+    def matmul() -> None:  # a scalar back, not the product: the copy would be timed too on a GPU
+        ops.convert_to_numpy(ops.max(ops.matmul(a, b)))
+
+    matmul()  # warm up (thread pools, kernel selection)
     best, deadline = float("inf"), time.perf_counter() + seconds
     while True:
         start = time.perf_counter()
-        tf.matmul(a, b).numpy()
+        matmul()
         best = min(best, time.perf_counter() - start)
         if time.perf_counter() > deadline:
             return 2 * n**3 / best
@@ -115,7 +136,9 @@ def peak_cache_path() -> Path:
 
 
 def _peak_key(dtype: str) -> str:
-    return f"{device_name()} | {usable_cores()} cores | {dtype}"
+    backend = keras.backend.backend()
+    # TensorFlow's keys carry no backend: the peaks measured before JAX was supported stay valid.
+    return f"{device_name()} | {usable_cores()} cores | {dtype}" + ("" if backend == "tensorflow" else f" | {backend}")
 
 
 def _read_peaks(path: Path) -> dict[str, float]:

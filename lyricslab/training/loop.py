@@ -54,6 +54,7 @@ Compile = Callable[[keras.Model, keras.optimizers.Optimizer], None]
 def training_run(cfg: Any, parent_run_id: str | None = None, tags: dict[str, str] | None = None,
                  on_run_start: Callable[[str], None] | None = None) -> Iterator[Any]:
     """lyricslab.tracking.runs.training_run, calling `on_run_start(run_id)` as soon as the run exists."""
+    tags = {"keras_backend": keras.backend.backend(), **(tags or {})}
     with tracking.training_run(cfg, parent_run_id=parent_run_id, tags=tags) as run:
         if on_run_start:
             on_run_start(run.info.run_id)

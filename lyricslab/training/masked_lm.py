@@ -79,15 +79,14 @@ class MaskedSet:
 def masked_scores(model: keras.Model, data: MaskedSet, batch_size: int, prefix: str,
                   keep_predictions: bool = False) -> dict[str, float]:
     """Masked-token NLL and accuracy; with `keep_predictions`, macro precision/recall/F1 over them too."""
-    import tensorflow as tf
-
     nll_sum, right, count, truths, preds = 0.0, 0, 0, [], []
     for start in range(0, len(data.tokens), batch_size):
         part = slice(start, start + batch_size)
         logits = model(model_inputs(data.tokens[part], data.padding[part], data.positions[part]), training=False)
-        logits = tf.cast(logits, tf.float32)
-        nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=data.targets[part], logits=logits).numpy()
-        pred = np.argmax(logits.numpy(), axis=-1)
+        logits = keras.ops.cast(logits, "float32")
+        nll = keras.ops.convert_to_numpy(keras.ops.sparse_categorical_crossentropy(data.targets[part], logits,
+                                                                                  from_logits=True))
+        pred = np.argmax(keras.ops.convert_to_numpy(logits), axis=-1)
         scored = data.weights[part] > 0
         nll_sum += float(nll[scored].astype(np.float64).sum())
         right += int((pred == data.targets[part])[scored].sum())
@@ -120,7 +119,10 @@ class MaskedValidation(keras.callbacks.Callback):
 
 
 def training_batches(rows: np.ndarray, tok: Any, cfg: Any, repeat: bool):
-    """Batches masked afresh each time (keras_hub MaskedLMMaskGenerator: BERT's 80/10/10 rule)."""
+    """Batches masked afresh each time (keras_hub MaskedLMMaskGenerator: BERT's 80/10/10 rule).
+
+    tf.data on every backend: keras_hub's preprocessing layers (the mask generator) run in
+    TensorFlow whatever the backend, and Keras feeds a tf.data pipeline to JAX as numpy."""
     import keras_hub
     import tensorflow as tf
 

@@ -26,7 +26,7 @@ from lyricslab.data.conditioning import ARTIFACT as CONDITIONING_ARTIFACT
 from lyricslab.data.conditioning import Conditioned, condition_splits, control_fields
 from lyricslab.data.prepare import SPLITS, Splits
 from lyricslab.models import build_model
-from lyricslab.models.rnn import build_rnn
+from lyricslab.models.rnn import build_rnn, copy_weights
 from lyricslab.sampling.generation import write_samples
 from lyricslab.scoring.breakdown import columns_of
 from lyricslab.scoring.held_out import (
@@ -41,8 +41,9 @@ from lyricslab.scoring.song_cache import ARTIFACT as SONG_CACHE_ARTIFACT
 from lyricslab.text import tokenizers
 from lyricslab.text.factory import load_tokenizer, train_tokenizer
 from lyricslab.text.tokenizers import Tokenizer
-from lyricslab.text.windows import Windows, carried_batches, make_windows, to_dataset
+from lyricslab.text.windows import Windows, carried_batches, make_windows
 from lyricslab.tracking.plots import learning_curves
+from lyricslab.training.batches import to_dataset
 from lyricslab.training.budget import Budget
 from lyricslab.training.callbacks import (
     DerivedMetrics,
@@ -100,7 +101,7 @@ def plain_model(cfg: Any, model: keras.Model, vocab_size: int, controls: Sequenc
     if not cfg.trainer.get("carry_state"):
         return model
     plain = build_model(cfg, vocab_size, controls)
-    plain.set_weights(model.get_weights())  # same layers in the same order: only the batch size differs
+    copy_weights(model, plain)  # the same layers: only the batch size differs
     return plain
 
 
