@@ -13,10 +13,10 @@ units ≠ embedding size), each transformer block `2·4·w²` (Q, K, V and outpu
 and nanoGPT's estimate_mfu. Embedding lookups, biases, norms and softmax are left out, as there.
 
 The denominator is a matmul peak measured on this machine at the run's precision (a datasheet
-peak for shared vCPUs is neither known nor reached): the fastest of repeated n×n matmuls (`keras.ops`, on the
-running backend, whose CPU kernels differ: oneDNN for TensorFlow, XLA's for JAX), cached per
-backend, device, core count and dtype. Other jobs on the cores only ever make a measurement
-lower, so a new measurement (`remeasure_matmul_peak`, which `python -m bench mfu` runs) replaces
+peak for shared vCPUs is neither known nor reached): the fastest of repeated n×n matmuls
+(`keras.ops`, on the running backend), cached per device, core count and dtype. The backends' CPU
+kernels differ (oneDNN for TensorFlow, XLA's for JAX); the cache keeps the higher, so both share
+one peak. Other jobs on the cores only ever make a measurement lower, so a new measurement (`remeasure_matmul_peak`, which `python -m bench mfu` runs) replaces
 the cached peak only when it is higher.
 """
 
@@ -136,9 +136,8 @@ def peak_cache_path() -> Path:
 
 
 def _peak_key(dtype: str) -> str:
-    backend = keras.backend.backend()
-    # TensorFlow's keys carry no backend: the peaks measured before JAX was supported stay valid.
-    return f"{device_name()} | {usable_cores()} cores | {dtype}" + ("" if backend == "tensorflow" else f" | {backend}")
+    # No backend in the key: the peak is the machine's, the best either backend's kernels reached.
+    return f"{device_name()} | {usable_cores()} cores | {dtype}"
 
 
 def _read_peaks(path: Path) -> dict[str, float]:
