@@ -169,7 +169,8 @@ def evaluate(bundle: Any, songs: list[str], with_samples: bool = True,
         from lyricslab.scoring.lyric_metrics import sample_metrics
 
         with tempfile.TemporaryDirectory() as tmp:
-            samples = write_samples(bundle.model, bundle.tokenizer, bundle.cfg, Path(tmp) / "samples.txt")
+            samples = write_samples(bundle.model, bundle.tokenizer, bundle.cfg, Path(tmp) / "samples.txt",
+                                    allowed=bundle.allowed_tokens())
         metrics.update(sample_metrics(samples, train or [], songs))
     return metrics, notes
 

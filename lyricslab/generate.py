@@ -93,6 +93,7 @@ def write_songs(opts: dict) -> int:
     prompt = with_prefix(controls, unescape_prompt(start_text(opts["structure"], opts["prompt"])), repeat)
     line_prefix = controls if repeat == "line" and not masked else ""
     label = "".join(f", {key}={value}" for key, value in request.items())
+    allowed = bundle.allowed_tokens() if opts.get("charset", True) else None
     songs = []
     # One bar per song: a long song on a big model takes a while on CPU.
     for i in tqdm(range(opts["n"]), desc="generating", unit="song", disable=opts["n"] < 2, file=sys.stderr):
@@ -100,7 +101,8 @@ def write_songs(opts: dict) -> int:
                           temperature=opts["temperature"], top_k=opts["top_k"], top_p=opts["top_p"],
                           sampler=opts["sampler"], seed=opts["seed"] + i, cache=cache,
                           **({"line_prefix": line_prefix} if line_prefix else {}),
-                          **({"song_cache": bundle.song_cache} if opts["song_cache"] and not masked else {}))
+                          **({"song_cache": bundle.song_cache} if opts["song_cache"] and not masked else {}),
+                          **({"allowed": allowed} if allowed is not None and not masked else {}))
     if opts["song_cache"] and bundle.song_cache is None and not masked:
         print("note: this run has no song cache (trained before it, or with song_cache.max_context=null); "
               "sampled from the model alone", file=sys.stderr)

@@ -48,7 +48,7 @@ FAST_TRAINING = {"test_model_family_trains_and_logs_a_complete_run[lstm-char]", 
 # The second pass of `make test` runs these again on JAX (KERAS_BACKEND=jax pytest -m backends): training,
 # carried state, full-context scoring, generation, evaluate and one sweep, with the numerical references.
 BACKEND_MODULES = {"test_evaluation", "test_generate", "test_carried_state", "test_rnn_reference", "test_control_inputs",
-                   "test_song_cache", "test_evaluate_contamination"}
+                   "test_song_cache", "test_evaluate_contamination", "test_charset"}
 BACKEND_TESTS = FAST_TRAINING | {"test_a_study_over_two_runs_logs_prunes_resumes_registers_and_reruns_its_best",
                                  "test_model_family_trains_and_logs_a_complete_run[transformer-subword]",
                                  "test_model_family_trains_and_logs_a_complete_run[gru-word]",

@@ -53,7 +53,8 @@ def test_repetition_and_distinct():
 def test_structure_validity_and_line_stats():
     good = "[Verse]\nline one here\nline two\n\n[Chorus]\nla la"
     bad = "[Verse]\n[Chorus]\nla"
-    assert structure_validity([good, bad, "no headers at all"]) == pytest.approx(1 / 3)
+    cut = "[Verse]\nline one here\n\n[Chorus]"  # an excerpt that stops right after a header: cut, not empty
+    assert structure_validity([good, bad, "no headers at all", cut]) == pytest.approx(2 / 4)
     m = lyric_metrics([good], CopyIndex([]))
     assert m["words_per_line"] == pytest.approx((3 + 2 + 2) / 3)
     assert m["lines_per_section"] == pytest.approx(1.5)

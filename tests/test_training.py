@@ -76,6 +76,11 @@ def test_model_family_trains_and_logs_a_complete_run(model, tokenizer, store, tm
     assert base > 1.5 * baseline_bpc(splits.train + splits.test, held_out, int(cfg.baseline.order))["test"]
     assert run.data.metrics["test_bpc_vs_baseline"] == pytest.approx(run.data.metrics["test_bpc"] / base)
     assert {a.path for a in client.list_artifacts(run.info.run_id)} >= ARTIFACTS
+    # The characters its samples may use, saved beside the model for generate: the train split's common ones.
+    from lyricslab.text.charset import common_characters
+
+    saved = json.loads(mlflow.artifacts.load_text(f"{run.info.artifact_uri}/model/charset.json"))
+    assert saved == {"coverage": 0.999, "chars": common_characters(load_splits(cfg.data, cfg.data_size.songs).train)}
     # The test figures agree with the data summary's token and character counts (a second path to them).
     summary = json.loads(mlflow.artifacts.load_text(f"{run.info.artifact_uri}/data_summary.json"))
     chars = summary["test"]["chars"] + summary["test"]["songs"]  # every song's end-of-song mark counts as one

@@ -95,7 +95,8 @@ class LinePrefix:
 
 def generate_ids(model: Any, start: np.ndarray, n: int, max_tokens: int, sampler: Any,
                  cache: Any = None, stop_at_eos: bool = True, row_temperatures: Sequence[float] | None = None,
-                 song_cache: SongCache | None = None, line_prefix: LinePrefix | None = None) -> np.ndarray:
+                 song_cache: SongCache | None = None, line_prefix: LinePrefix | None = None,
+                 allowed: np.ndarray | None = None) -> np.ndarray:
     """n continuations of `start`, one token per step with a state/KV cache; stops at <eos>.
 
     Rows are `len(start) + max_tokens` long (padding after a row's <eos> when it stops early).
@@ -105,6 +106,7 @@ def generate_ids(model: Any, start: np.ndarray, n: int, max_tokens: int, sampler
     each step samples from the model (at its temperature) mixed with what the song already said,
     as it was scored, so a chorus can come back; it also feeds a loop once the model repeats itself.
     `line_prefix` writes a conditioned model's control tokens after every line end (see LinePrefix).
+    `allowed` ((vocab,) bool, lyricslab.text.charset.allowed_tokens): the tokens that may be sampled.
     """
     cache = cache or make_cache(model)
     length = len(start)
@@ -130,6 +132,8 @@ def generate_ids(model: Any, start: np.ndarray, n: int, max_tokens: int, sampler
             # scans per token, next to a model step.
             logits = host_call(lambda p, i, lg: song_cache_logits(song_cache, p, int(i), lg), logits,
                                prompt, index, logits)
+        if allowed is not None:  # no character outside the training text's common set
+            logits = ops.where(allowed[None, :], logits, -1e9)
         if line_prefix is not None:  # last: the prefix is given, whatever the model or the cache expect
             logits = line_prefix.force(logits, prompt, index)
         return logits, hidden, state
@@ -149,7 +153,8 @@ def generate_ids(model: Any, start: np.ndarray, n: int, max_tokens: int, sampler
 def generate(model: Any, tokenizer: Tokenizer, prompt: str, n: int = 1, max_tokens: int = 200,
              temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
              sampler: str = "random", seed: int = 0, cache: Any = None, stop_at_eos: bool = True,
-             song_cache: SongCache | None = None, line_prefix: str = "") -> list[str]:
+             song_cache: SongCache | None = None, line_prefix: str = "", allowed: np.ndarray | None = None
+             ) -> list[str]:
     """n songs for one prompt, rendered with readable [Verse]/[Chorus] headers.
 
     With stop_at_eos=False every row runs the full max_tokens, on past <eos> into a next song.
@@ -162,21 +167,24 @@ def generate(model: Any, tokenizer: Tokenizer, prompt: str, n: int = 1, max_toke
     if song_cache is not None and name == "random":  # the temperature goes before the cache (see generate_ids)
         chosen = make_sampler(name, 1.0, top_k, top_p, seed)
         rows = generate_ids(model, start, n, max_tokens, chosen, cache=cache, stop_at_eos=stop_at_eos,
-                            row_temperatures=[temperature] * n, song_cache=song_cache, line_prefix=forced)
+                            row_temperatures=[temperature] * n, song_cache=song_cache, line_prefix=forced,
+                            allowed=allowed)
     else:
         chosen = make_sampler(name, temperature, top_k, top_p, seed)
         rows = generate_ids(model, start, n, max_tokens, chosen, cache=cache, stop_at_eos=stop_at_eos,
-                            song_cache=song_cache, line_prefix=forced)
+                            song_cache=song_cache, line_prefix=forced, allowed=allowed)
     return _texts(tokenizer, rows, len(start)) if stop_at_eos else _stream_texts(tokenizer, rows)
 
 
 def _rows_at_temperatures(model: Any, start: np.ndarray, temperatures: Sequence[float], max_tokens: int,
-                          seed: int, cache: Any, stop_at_eos: bool, song_cache: SongCache | None = None) -> np.ndarray:
+                          seed: int, cache: Any, stop_at_eos: bool, song_cache: SongCache | None = None,
+                          allowed: np.ndarray | None = None) -> np.ndarray:
     for t in temperatures:
         if t <= 0:
             raise ValueError(f"temperature must be > 0 (got {t}); for deterministic output use sampler=greedy")
     return generate_ids(model, start, len(temperatures), max_tokens, make_sampler("random", 1.0, seed=seed),
-                        cache=cache, stop_at_eos=stop_at_eos, row_temperatures=temperatures, song_cache=song_cache)
+                        cache=cache, stop_at_eos=stop_at_eos, row_temperatures=temperatures, song_cache=song_cache,
+                        allowed=allowed)
 
 
 def generate_at_temperatures(model: Any, tokenizer: Tokenizer, prompt: str, temperatures: Sequence[float],
@@ -188,7 +196,7 @@ def generate_at_temperatures(model: Any, tokenizer: Tokenizer, prompt: str, temp
 
 
 def write_samples(model: Any, tokenizer: Tokenizer, cfg: Any, path: Path,
-                  song_cache: SongCache | None = None) -> list[str]:
+                  song_cache: SongCache | None = None, allowed: np.ndarray | None = None) -> list[str]:
     """One song per prompt and temperature (fixed prompts and seed), written to samples.txt.
 
     samples.txt shows each song up to its <eos>. The returned texts, for the lyric metrics, all
@@ -203,7 +211,8 @@ def write_samples(model: Any, tokenizer: Tokenizer, cfg: Any, path: Path,
         start = prompt_ids(tokenizer, prompt)
         # The same tokens as stopping at <eos> (same seed, same steps), just not cut short.
         rows = _rows_at_temperatures(model, start, temperatures, int(cfg.samples.max_tokens),
-                                     int(cfg.trainer.seed) + i, cache, stop_at_eos=False, song_cache=song_cache)
+                                     int(cfg.trainer.seed) + i, cache, stop_at_eos=False, song_cache=song_cache,
+                                     allowed=allowed)
         streams += _stream_texts(tokenizer, rows)
         for temperature, text in zip(temperatures, _texts(tokenizer, rows, len(start))):
             blocks.append(f"=== prompt {unescape_prompt(prompt)!r}, temperature {temperature} ===\n{text}\n")

@@ -119,7 +119,9 @@ def structure_validity(texts: Iterable[str]) -> float:
     for t in texts:
         lines = [line for line in t.splitlines() if line.strip()]
         heads = [i for i, line in enumerate(lines) if HEADER.match(line)]
-        ok = bool(heads) and all(i + 1 < len(lines) and not HEADER.match(lines[i + 1]) for i in heads)
+        # A header on the last line is where the text was cut (samples and human excerpts stop at a
+        # length), not a section without lyrics.
+        ok = bool(heads) and all(i + 1 == len(lines) or not HEADER.match(lines[i + 1]) for i in heads)
         valid += ok
     return valid / len(texts) if texts else 0.0
 

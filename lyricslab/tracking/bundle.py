@@ -11,9 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 import lyricslab.models  # noqa: F401 - registers lyricslab's own Keras classes (the GPT-2 adapter) for load_model
 from lyricslab.scoring.song_cache import ARTIFACT as SONG_CACHE_ARTIFACT
 from lyricslab.scoring.song_cache import SongCache
+from lyricslab.text.charset import ARTIFACT as CHARSET_ARTIFACT
+from lyricslab.text.charset import allowed_tokens, load_charset
 from lyricslab.text.factory import load_tokenizer
 from lyricslab.text.tokenizers import Tokenizer
 from lyricslab.tracking.runs import UnknownRunError, resolve_run_id
@@ -32,6 +36,11 @@ class Bundle:
     cfg: Any
     source: str
     song_cache: SongCache | None = None  # the run's fitted song-cache weights, when it has them
+    charset: str | None = None  # the characters its samples may use (lyricslab.text.charset), when saved
+
+    def allowed_tokens(self) -> np.ndarray | None:
+        """The tokens sampling may pick (None: every token, for runs saved before the charset)."""
+        return None if self.charset is None else allowed_tokens(self.tokenizer, self.charset)
 
 
 def save_bundle(folder: Path, model: Any, tokenizer: Tokenizer, cfg: Any) -> Path:
@@ -64,7 +73,8 @@ def load_folder(folder: Path, source: str, extras: Path | None = None) -> Bundle
         warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
         model = keras.saving.load_model(folder / "model.keras", safe_mode=True, compile=False)
     song_cache = SongCache.load(folder / SONG_CACHE_ARTIFACT) if (folder / SONG_CACHE_ARTIFACT).exists() else None
-    return Bundle(model, load_tokenizer(home / "tokenizer"), OmegaConf.load(home / "config.yaml"), source, song_cache)
+    return Bundle(model, load_tokenizer(home / "tokenizer"), OmegaConf.load(home / "config.yaml"), source, song_cache,
+                  load_charset(folder / CHARSET_ARTIFACT))
 
 
 def load_run(run_id: str) -> Bundle:

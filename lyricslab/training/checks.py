@@ -88,6 +88,10 @@ def check_config(cfg: DictConfig) -> None:
     present, temperatures = get("samples.temperatures")
     if present and not (OmegaConf.is_list(temperatures) and all(_number(t) and t > 0 for t in temperatures)):
         raise ConfigError(f"samples.temperatures must be a list of numbers > 0, e.g. [0.8], not {temperatures!r}")
+    present, coverage = get("samples.charset_coverage")
+    if present and coverage is not None and not (_number(coverage) and 0 < coverage <= 1):
+        raise ConfigError(f"samples.charset_coverage must be a share in (0, 1], e.g. 0.999, or null for every "
+                          f"character, not {coverage!r}")
     present, carry = get("trainer.carry_state")
     if present and not isinstance(carry, bool):
         raise ConfigError(f"trainer.carry_state must be true or false, not {carry!r}")

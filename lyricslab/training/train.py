@@ -39,6 +39,8 @@ from lyricslab.scoring.lyric_metrics import sample_metrics
 from lyricslab.scoring.scorers import full_context_scorer, score_windows
 from lyricslab.scoring.song_cache import ARTIFACT as SONG_CACHE_ARTIFACT
 from lyricslab.text import tokenizers
+from lyricslab.text.charset import ARTIFACT as CHARSET_ARTIFACT
+from lyricslab.text.charset import allowed_tokens, common_characters, save_charset
 from lyricslab.text.factory import load_tokenizer, train_tokenizer
 from lyricslab.text.tokenizers import Tokenizer
 from lyricslab.text.windows import Windows, carried_batches, make_windows
@@ -221,11 +223,19 @@ def throughput_metrics(cfg: Any, vocab_size: int, derived: DerivedMetrics, round
             "matmul_peak_gflops": peak / 1e9, "mfu": mfu(cfg, vocab_size, tokens_per_sec, peak)}
 
 
-def samples_and_lyric_metrics(cfg: Any, data: Corpus, model: keras.Model, path: Path) -> dict[str, float]:
+def sample_charset(cfg: Any, data: Corpus) -> str | None:
+    """The characters samples may use (lyricslab.text.charset), from the train split; None when off."""
+    coverage = cfg.samples.get("charset_coverage")
+    return None if coverage is None else common_characters(data.texts["train"], float(coverage))
+
+
+def samples_and_lyric_metrics(cfg: Any, data: Corpus, model: keras.Model, path: Path,
+                              charset: str | None = None) -> dict[str, float]:
     """The network's own samples, written to `path` (the song cache feeds loops in them: see README,
     "The song cache"), and their lyric metrics against as many human excerpts (ref_*)."""
     start = time.perf_counter()
-    samples = write_samples(model, data.tokenizer, cfg, path)
+    allowed = None if charset is None else allowed_tokens(data.tokenizer, charset)
+    samples = write_samples(model, data.tokenizer, cfg, path, allowed=allowed)
     metrics = {"sample_seconds": time.perf_counter() - start}
     start = time.perf_counter()
     metrics.update(sample_metrics(samples, data.texts["train"], data.texts["val"]))  # ref_*: same count and length
@@ -273,10 +283,13 @@ def train(cfg: Any, callbacks: Sequence[keras.callbacks.Callback] = (), parent_r
         with run_artifacts(cfg, data.tokenizer, model, data.summary()) as out:
             if song_cache is not None:  # beside the model: generate and evaluate mix with the same weights
                 song_cache.save(out / "model" / SONG_CACHE_ARTIFACT)
+            charset = sample_charset(cfg, data)
+            if charset is not None:  # beside the model too: generate filters with the same characters
+                save_charset(out / "model" / CHARSET_ARTIFACT, charset, float(cfg.samples.charset_coverage))
             learning_curves(history, out / "learning_curves.png", title=f"{cfg.model.name} / {cfg.tokenizer.kind}")
             if data.conditioned.conditions is not None:  # the values the model knows, for `generate genre=...`
                 (out / CONDITIONING_ARTIFACT).write_text(json.dumps(data.conditioned.conditions.to_json(), indent=2))
-            metrics.update(samples_and_lyric_metrics(cfg, data, model, out / "samples.txt"))
+            metrics.update(samples_and_lyric_metrics(cfg, data, model, out / "samples.txt", charset))
         metrics.update(baseline)
         metrics["wall_seconds"] = time.perf_counter() - started
         mlflow.log_metrics(metrics)
