@@ -31,8 +31,8 @@ def parse_args(argv: list[str] | None) -> dict:
     if opts["sampler"] == "random" and opts["temperature"] <= 0:
         raise UsageError(f"temperature must be > 0 (got {opts['temperature']}); for deterministic output use "
                          f"sampler=greedy")
-    if opts["n"] < 1 or opts["max_tokens"] < 1:
-        raise UsageError("n and max_tokens must be at least 1")
+    if opts["n"] < 1 or opts["max_tokens"] < 1 or opts["candidates"] < 1:
+        raise UsageError("n, max_tokens and candidates must be at least 1 (candidates=1: plain sampling)")
     if opts["top_k"] is not None and opts["top_k"] < 1:
         raise UsageError(f"top_k must be at least 1 (got {opts['top_k']})")
     if opts["top_p"] is not None and not 0 < opts["top_p"] <= 1:
@@ -83,6 +83,7 @@ def write_songs(opts: dict) -> int:
         make_cache,  # Keras: imported once there is a model, so a wrong id fails fast
     )
     from lyricslab.sampling.generation import generate, unescape_prompt
+    from lyricslab.sampling.rerank import best_song
 
     masked = bundle.cfg.model.family == "bert"
     if masked:  # a masked LM writes by filling [MASK]s left to right: a full pass per token, much slower
@@ -94,15 +95,19 @@ def write_songs(opts: dict) -> int:
     line_prefix = controls if repeat == "line" and not masked else ""
     label = "".join(f", {key}={value}" for key, value in request.items())
     allowed = bundle.allowed_tokens() if opts.get("charset", True) else None
+    # Several candidates only differ when sampled (greedy and beam give one answer), and a masked LM
+    # writes one token per full pass: too slow to write several.
+    candidates = opts["candidates"] if opts["sampler"] == "random" and not masked else 1
     songs = []
     # One bar per song: a long song on a big model takes a while on CPU.
     for i in tqdm(range(opts["n"]), desc="generating", unit="song", disable=opts["n"] < 2, file=sys.stderr):
-        songs += generate(bundle.model, bundle.tokenizer, prompt, n=1, max_tokens=opts["max_tokens"],
+        written = generate(bundle.model, bundle.tokenizer, prompt, n=candidates, max_tokens=opts["max_tokens"],
                           temperature=opts["temperature"], top_k=opts["top_k"], top_p=opts["top_p"],
                           sampler=opts["sampler"], seed=opts["seed"] + i, cache=cache,
                           **({"line_prefix": line_prefix} if line_prefix else {}),
                           **({"song_cache": bundle.song_cache} if opts["song_cache"] and not masked else {}),
                           **({"allowed": allowed} if allowed is not None and not masked else {}))
+        songs.append(written[best_song(written)])  # the best-rhyming candidate, never a loop (sampling.rerank)
     if opts["song_cache"] and bundle.song_cache is None and not masked:
         print("note: this run has no song cache (trained before it, or with song_cache.max_context=null); "
               "sampled from the model alone", file=sys.stderr)

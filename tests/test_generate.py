@@ -533,3 +533,22 @@ def test_evaluate_missing_csv_is_a_one_line_error(trained_run, tmp_path, capsys)
     assert evaluate.main([f"run_id={run_id}", f"tracking.uri={uri}", f"csv={tmp_path / 'nope.csv'}"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error: data file not found")
+
+
+def test_rhyme_aware_candidates_raise_the_rhyme_density_of_a_tiny_models_songs(trained_run, tmp_path):
+    """generate's default keeps the best-rhyming of 8 songs written at once: on a fixed seed its songs
+    rhyme more than plain sampling's (candidates=1), and a song that loops one line never wins."""
+    from lyricslab.sampling.rerank import best_song
+    from lyricslab.scoring.lyric_metrics import rhyme_density
+
+    run_id, uri, _, _ = trained_run
+    args = [f"run_id={run_id}", f"tracking.uri={uri}", "max_tokens=200", "n=6", "seed=0"]
+    for candidates in (1, 8):
+        assert generate.main([*args, f"candidates={candidates}", f"out={tmp_path / f'{candidates}.txt'}"]) == 0
+    plain = generated_parts((tmp_path / "1.txt").read_text(), "[Verse]\n")
+    picked = generated_parts((tmp_path / "8.txt").read_text(), "[Verse]\n")
+    assert rhyme_density(picked) > rhyme_density(plain)
+    looped = "[Verse]\n" + "la la la\n" * 12
+    assert best_song([looped, "[Verse]\nno rhyme here\nnone at all\n"]) == 1  # a loop never wins
+    assert best_song(["[Verse]\nred sky\ngreen grass\n", "[Verse]\nthe night\nso bright\n"]) == 1
+    assert generate.main([*args, "candidates=0"]) == 2

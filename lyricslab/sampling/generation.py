@@ -13,6 +13,7 @@ from lyricslab.data.conditioning import strip_controls
 from lyricslab.data.normalize import render_structure_tags
 from lyricslab.models.compiled import compiled, host_call
 from lyricslab.models.decoding import TransformerCache, make_cache, make_sampler
+from lyricslab.sampling.rerank import best_song
 from lyricslab.scoring.song_cache import SongCache
 from lyricslab.text.tokenizers import EOS_ID, Tokenizer
 
@@ -197,7 +198,8 @@ def generate_at_temperatures(model: Any, tokenizer: Tokenizer, prompt: str, temp
 
 def write_samples(model: Any, tokenizer: Tokenizer, cfg: Any, path: Path,
                   song_cache: SongCache | None = None, allowed: np.ndarray | None = None) -> list[str]:
-    """One song per prompt and temperature (fixed prompts and seed), written to samples.txt.
+    """One song per prompt and temperature (fixed prompts and seed), written to samples.txt; each the
+    best of `samples.candidates` written at once (lyricslab.sampling.rerank), as `generate` picks.
 
     samples.txt shows each song up to its <eos>. The returned texts, for the lyric metrics, all
     run the full samples.max_tokens tokens, on past <eos> into the next song (as the human
@@ -207,15 +209,18 @@ def write_samples(model: Any, tokenizer: Tokenizer, cfg: Any, path: Path,
     cache = make_cache(model)
     blocks, streams = [], []
     temperatures = [float(t) for t in cfg.samples.temperatures]
+    candidates = max(int(cfg.samples.get("candidates") or 1), 1)
     for i, prompt in enumerate(cfg.samples.prompts):
         start = prompt_ids(tokenizer, prompt)
         # The same tokens as stopping at <eos> (same seed, same steps), just not cut short.
-        rows = _rows_at_temperatures(model, start, temperatures, int(cfg.samples.max_tokens),
-                                     int(cfg.trainer.seed) + i, cache, stop_at_eos=False, song_cache=song_cache,
-                                     allowed=allowed)
-        streams += _stream_texts(tokenizer, rows)
-        for temperature, text in zip(temperatures, _texts(tokenizer, rows, len(start))):
-            blocks.append(f"=== prompt {unescape_prompt(prompt)!r}, temperature {temperature} ===\n{text}\n")
+        rows = _rows_at_temperatures(model, start, [t for t in temperatures for _ in range(candidates)],
+                                     int(cfg.samples.max_tokens), int(cfg.trainer.seed) + i, cache, stop_at_eos=False,
+                                     song_cache=song_cache, allowed=allowed)
+        songs, full = _texts(tokenizer, rows, len(start)), _stream_texts(tokenizer, rows)
+        for k, temperature in enumerate(temperatures):
+            pick = k * candidates + best_song(songs[k * candidates:(k + 1) * candidates])
+            streams.append(full[pick])
+            blocks.append(f"=== prompt {unescape_prompt(prompt)!r}, temperature {temperature} ===\n{songs[pick]}\n")
     path.write_text("\n".join(blocks))
     return streams
 

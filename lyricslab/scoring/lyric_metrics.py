@@ -5,6 +5,9 @@ rhyme_density    share of lines whose last word rhymes with the last word of the
                  spelling fallback for words it does not know
 distinct_1/2     unique word uni/bigrams over all uni/bigrams (all samples together)
 repetition       share of a sample's word 4-grams that repeat an earlier 4-gram in it (mean)
+repeated_lines   share of a sample's lyric characters in lines it has more than once (its
+                 chorus, hooks and refrains; about a third in human songs): a sample that never
+                 repeats scores 0, one that loops a line scores near 1 (mean)
 copy_rate        share of generated word 8-grams found anywhere in the training text
 words_per_line, lines_per_section, structure_validity (share of samples made of
 well-formed sections: a header line followed by at least one lyric line, every time)
@@ -87,6 +90,26 @@ def repetition(texts: Iterable[str], n: int = 4) -> float:
     return float(np.mean(shares)) if shares else 0.0
 
 
+def line_key(line: str) -> str:
+    """A lyric line as repeats are counted: its words, case and punctuation ignored."""
+    return " ".join(words(line))
+
+
+def repeated_line_share(text: str) -> float:
+    """The share of the text's lyric characters (headers and blank lines left out) in lines it has twice or more."""
+    lines = [line for line in text.splitlines() if line.strip() and not HEADER.match(line) and line_key(line)]
+    counts: dict[str, int] = {}
+    for line in lines:
+        counts[line_key(line)] = counts.get(line_key(line), 0) + 1
+    total = sum(len(line) for line in lines)
+    return sum(len(line) for line in lines if counts[line_key(line)] > 1) / total if total else 0.0
+
+
+def repeated_lines(texts: Iterable[str]) -> float:
+    shares = [repeated_line_share(t) for t in texts]
+    return float(np.mean(shares)) if shares else 0.0
+
+
 def _gram_hashes(tokens: Sequence[str], n: int) -> np.ndarray:
     import pandas as pd
 
@@ -138,7 +161,7 @@ def line_stats(texts: Iterable[str]) -> tuple[float, float]:
 def lyric_metrics(texts: Sequence[str], copy_index: CopyIndex | None = None) -> dict[str, float]:
     per_line, per_section = line_stats(texts)
     out = {"rhyme_density": rhyme_density(texts), "distinct_1": distinct(texts, 1), "distinct_2": distinct(texts, 2),
-           "repetition": repetition(texts), "words_per_line": per_line, "lines_per_section": per_section,
+           "repetition": repetition(texts), "repeated_lines": repeated_lines(texts), "words_per_line": per_line, "lines_per_section": per_section,
            "structure_validity": structure_validity(texts)}
     if copy_index is not None:
         out["copy_rate"] = copy_index.copy_rate(texts)

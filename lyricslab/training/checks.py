@@ -25,7 +25,7 @@ WHOLE_NUMBERS = {
     "trainer.steps_per_epoch": (1, True), "trainer.patience": (0, False), "trainer.seed": (0, False),
     "model.layers": (1, False), "model.units": (1, False), "model.heads": (1, False), "model.ff_dim": (1, False),
     "embedding.dim": (1, False), "tokenizer.vocab_size": (1, False), "tokenizer.min_freq": (1, False),
-    "data_size.songs": (1, True), "samples.max_tokens": (1, False),
+    "data_size.songs": (1, True), "samples.max_tokens": (1, False), "samples.candidates": (1, False),
     "model.lora_rank": (1, True), "model.context": (1, True),
 }
 # key -> (low, high, whether high itself is allowed)
