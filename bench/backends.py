@@ -37,11 +37,12 @@ QUICK_SHAPE = ["model.layers=1", "embedding=small", "++model.units=32", "++model
 
 
 def steps(recipe: str) -> int:
-    return 2 if quick() else {"lstm": 40, "transformer": 6, "gpu": 30}[recipe]
+    return 2 if quick() else {"lstm": 40, "transformer": 6, "gpu": 30}.get(recipe, 20)
 
 
-def measure(recipe: str) -> dict:
-    """In a child process on one backend: the recipe's training tokens/s and MFU (best of 2 rounds)."""
+def measure(recipe: str, overrides: list[str] | None = None) -> dict:
+    """In a child process on one backend: the recipe's training tokens/s and MFU (best of 2 rounds).
+    `overrides`: the config to time instead of RECIPES[recipe] (`recipe` then only sizes the rounds)."""
     import time
 
     import keras
@@ -63,7 +64,8 @@ def measure(recipe: str) -> dict:
         training_windows,
     )
 
-    cfg = compose([RECIPES[recipe], f"backend={keras.backend.backend()}", *(QUICK_SHAPE if quick() else [])])
+    config = [RECIPES[recipe]] if overrides is None else list(overrides)
+    cfg = compose([*config, f"backend={keras.backend.backend()}", *(QUICK_SHAPE if quick() else [])])
     tr, n = cfg.trainer, steps(recipe)
     configure_runtime(tr)
     model = build_training_model(cfg, VOCAB)
@@ -82,10 +84,12 @@ def measure(recipe: str) -> dict:
             "peak": remeasure_matmul_peak(str(tr.precision)), "gpu": gpu_name(), "precision": str(tr.precision)}
 
 
-def child(recipe: str, backend: str) -> dict:
+def child(recipe: str, backend: str, overrides: list[str] | None = None) -> dict:
+    """measure() in a new process on `backend` (Keras picks its backend once per process)."""
     env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-m", "bench.backends", recipe], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=1200)
+    extra = [json.dumps(overrides)] if overrides is not None else []
+    done = subprocess.run([sys.executable, "-m", "bench.backends", recipe, *extra], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=1200)
     if done.returncode != 0:
         raise RuntimeError(f"{recipe} on {backend} failed: {done.stderr.strip().splitlines()[-1:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -137,6 +141,6 @@ if __name__ == "__main__":
         from lyricslab.config.runtime import start_keras
 
         start_keras()
-        print(json.dumps(measure(sys.argv[1])))
+        print(json.dumps(measure(sys.argv[1], json.loads(sys.argv[2]) if len(sys.argv) > 2 else None)))
     else:
         run()

@@ -29,7 +29,12 @@ from __future__ import annotations
 
 from bench.common import Target, check, quick, record
 from bench.throughput import pair, steps
-from lyricslab.training.flops import matmul_peak, mfu, remeasure_matmul_peak, training_flops_per_token
+from lyricslab.training.flops import (
+    matmul_peak,
+    mfu,
+    remeasure_matmul_peak,
+    training_flops_per_token,
+)
 
 WORD_VOCAB = 8000  # tokenizer=word default vocab_size
 TARGET_MFU = Target(">=", 0.45, "%")  # lyricslab.training.flops.mfu, for real-data recipes

@@ -60,8 +60,9 @@ MEASURES = {
     "sweep.load": ["bench/services.py", "scripts/services.sh", *SWEEP],
     "conditioning": ["lyricslab/data/conditioning.py", "lyricslab/conf/experiment/lyrics_lstm.yaml"],
     "lora": ["lyricslab/models/gpt2.py", "lyricslab/models/lora.py", "lyricslab/conf/model/gpt2_lora.yaml"],
-    "quality": ["lyricslab/conf/experiment/lyrics_lstm.yaml", "lyricslab/scoring/song_cache.py",
-                "lyricslab/scoring/ngram.py"],
+    "quality": ["lyricslab/conf/experiment/lyrics_lstm.yaml", "lyricslab/conf/experiment/lyrics_transformer.yaml",
+                "lyricslab/scoring/song_cache.py", "lyricslab/scoring/ngram.py", "lyricslab/sampling",
+                "lyricslab/text/charset.py", "lyricslab/scoring/lyric_metrics.py"],
     "quality.compare": ["lyricslab/conf/experiment/lyrics_lstm.yaml",
                         "lyricslab/conf/experiment/lyrics_transformer.yaml"],
 }
