@@ -22,6 +22,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from lyricslab.config.errors import ConfigError
 from lyricslab.models.compiled import compiled
 from lyricslab.models.controls import ControlPath, recurrent_stack
 from lyricslab.text.windows import Windows, parallel_streams, sliding_windows
@@ -120,7 +121,7 @@ class SlidingWindowScorer:
         self.context = int(getattr(model, "context_length", 0) or model.get_layer("position_embedding").sequence_length)
         self.stride = int(stride) if stride else max(self.context // 2, 1)
         if not 0 < self.stride <= self.context:  # checked here, before training, not at the first validation
-            raise ValueError(f"trainer.eval_stride must be between 1 and the context ({self.context}), not {stride}")
+            raise ConfigError(f"trainer.eval_stride must be between 1 and the context ({self.context}), not {stride}")
         self.batch_size = batch_size
         self.forward = _forward(model)
 
