@@ -70,13 +70,14 @@ def tag_matrix(bundle, rows: list[dict]) -> dict[str, dict[str, float]]:
 
 
 def run() -> dict:
+    import keras
     import mlflow
 
     from lyricslab.data import load_splits
     from lyricslab.tracking.bundle import load_run
     from lyricslab.training.train import train
 
-    cfg = compose(overrides())
+    cfg = compose([*overrides(), f"backend={keras.backend.backend()}"])  # trained in this process, on its backend
     metrics = train(cfg)
     bundle = load_run(mlflow.last_active_run().info.run_id)
     splits = load_splits(cfg.data, cfg.data_size.songs)

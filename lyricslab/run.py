@@ -19,7 +19,7 @@ CONF_DIR = str(paths.CONF_DIR)
 # The names MLflow logs them under; best_val_bpc is the restored epoch's (full-context) val bits/char.
 KEY_METRICS = ["best_val_bpc", "test_bpc", "baseline_ngram_test_bpc", "test_bpc_vs_baseline", "test_bpc_windowed",
                "test_bpc_song_cache", "baseline_ngram_test_song_cache_bpc", "test_bpc_song_cache_vs_baseline",
-               "test_perplexity", "test_accuracy", "test_f1_macro",
+               "test_bpc_mixture", "test_perplexity", "test_accuracy", "test_f1_macro",
                "params", "train_tokens_per_sec", "mfu", "train_seconds", "budget_used_minutes"]
 
 

@@ -14,7 +14,8 @@ import sys
 import warnings
 from typing import Any
 
-from lyricslab.config.errors import ConfigError
+from lyricslab.config.cli import compose_command
+from lyricslab.config.errors import ConfigError, UsageError
 from lyricslab.config.runtime import start_keras
 from lyricslab.sweeps.rdb import hide_passwords, shown_url
 
@@ -107,9 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     except SpaceError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    try:  # the study module imports keras (the objective trains): the backend is chosen first
-        start_keras(spec.fixed_values.get("backend"))
-    except ConfigError as err:
+    try:  # the study module imports keras (the objective trains): the backend is chosen first, the one
+        # the trials' fixed config names (backend=..., or the experiment's: experiment=lyrics_lstm is JAX)
+        start_keras(spec.fixed_values.get("backend") or compose_command("config", spec.fixed).get("backend"))
+    except (ConfigError, UsageError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     import optuna

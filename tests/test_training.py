@@ -42,6 +42,11 @@ def test_model_family_trains_and_logs_a_complete_run(model, tokenizer, store, tm
                 "train_tokens_per_sec", "params", "wall_seconds"):
         assert math.isfinite(metrics[key]), key
     assert 0 < metrics["best_val_bpc"] < 10 and metrics["params"] > 0
+    if tokenizer == "subword":  # byte-level BPE splits characters: nothing to line up with the n-gram
+        assert "test_bpc_mixture" not in metrics
+    else:  # the network + n-gram + song cache mixture, fitted on val: never worse there than either alone
+        assert math.isfinite(metrics["test_bpc_mixture"])
+        assert metrics["val_bpc_mixture"] <= min(metrics["best_val_bpc"], metrics["baseline_ngram_val_bpc"]) + 1e-6
 
     run = only_run(tmp_path)
     assert run.info.status == "FINISHED"

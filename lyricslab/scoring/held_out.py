@@ -15,9 +15,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from lyricslab.scoring.breakdown import bpc_by_group, scorer_for
-from lyricslab.scoring.ngram import baseline_bpc
+from lyricslab.scoring.mixture import Mixture, char_lengths, unit_probs, units_of
+from lyricslab.scoring.ngram import KneserNey, baseline_bpc
 from lyricslab.scoring.song_cache import SongCache, cache_features, fit_and_score
-from lyricslab.text.tokenizers import EOS_ID
+from lyricslab.text.tokenizers import EOS_ID, Tokenizer
 from lyricslab.text.windows import with_start
 
 
@@ -58,6 +59,34 @@ def ngram_baseline(cfg: Any, texts: dict[str, list[str]], cache_path: Path | Non
                        song_cache=song_cache_max_context(cfg))
     # baseline_ngram_test_bpc, and with the song cache baseline_ngram_test_song_cache_bpc
     return {f"baseline_ngram_{name}_bpc": value for name, value in bpc.items()}
+
+
+def fit_mixture(cfg: Any, tokenizer: Tokenizer, lyrics: dict[str, Sequence[str]], streams: dict[str, np.ndarray],
+                token_nll: dict[str, np.ndarray | None]) -> tuple[Mixture | None, dict[str, float]]:
+    """The network mixed with the n-gram and the song cache (lyricslab.scoring.mixture), weights fitted on
+    val: `{split}_bpc_mixture` for val (fitted on itself) and test. (None, {}) when `baseline.mix` is off,
+    the n-gram is off, the tokenizer's tokens split characters (subword), or a split has no NLL.
+
+    `lyrics` holds the train, val and test songs without control prefixes (the n-gram's text);
+    `streams` and `token_nll` the model's val and test tokens and their NLL."""
+    base = cfg.get("baseline") or {}
+    lengths = char_lengths(tokenizer)
+    if not (base.get("mix") and base.get("order")) or lengths is None or any(
+            token_nll.get(name) is None for name in ("val", "test")):
+        return None, {}
+    ngram = KneserNey(int(base["order"])).fit(lyrics["train"])
+    max_context = song_cache_max_context(cfg) or 0  # 0: no cache features, the cache weight stays 0
+    probs = {}
+    for name in ("val", "test"):
+        nll = token_nll[name]
+        units = units_of(streams[name], nll, lengths, char_count(lyrics[name]))
+        if units is None:  # the model's scored text is not the n-gram's (a spelled-out control token)
+            return None, {}
+        probs[name] = unit_probs(units, nll, ngram.log2_probs(lyrics[name]),
+                                 cache_features(with_start(streams[name]), EOS_ID, max_context))
+    mixture = Mixture().fit(*probs["val"])
+    return mixture, {f"{name}_bpc_mixture": mixture.bits(*probs[name]) / max(char_count(lyrics[name]), 1)
+                     for name in ("val", "test")}
 
 
 def score_songs(scorer: Any, tokenizer: Any, stream: np.ndarray, texts: Sequence[str], lyrics: Sequence[str], *,

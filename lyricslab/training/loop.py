@@ -28,6 +28,7 @@ import mlflow
 import numpy as np
 from omegaconf import OmegaConf
 
+from lyricslab.config.errors import ConfigError
 from lyricslab.tracking import runs as tracking
 from lyricslab.tracking.bundle import save_bundle
 from lyricslab.training.budget import Budget
@@ -54,7 +55,11 @@ Compile = Callable[[keras.Model, keras.optimizers.Optimizer], None]
 def training_run(cfg: Any, parent_run_id: str | None = None, tags: dict[str, str] | None = None,
                  on_run_start: Callable[[str], None] | None = None) -> Iterator[Any]:
     """lyricslab.tracking.runs.training_run, calling `on_run_start(run_id)` as soon as the run exists."""
-    tags = {"keras_backend": keras.backend.backend(), **(tags or {})}
+    running = keras.backend.backend()
+    if cfg.get("backend") and str(cfg.backend) != running:  # Keras picks its backend once per process
+        raise ConfigError(f"this run asks for backend={cfg.backend} but Keras runs on {running} in this process; "
+                          f"start it in a new process (python -m lyricslab.run ...) or set backend={running}")
+    tags = {"keras_backend": running, **(tags or {})}
     with tracking.training_run(cfg, parent_run_id=parent_run_id, tags=tags) as run:
         if on_run_start:
             on_run_start(run.info.run_id)

@@ -31,11 +31,13 @@ from lyricslab.sampling.generation import write_samples
 from lyricslab.scoring.breakdown import columns_of
 from lyricslab.scoring.held_out import (
     char_count,
+    fit_mixture,
     fit_song_cache,
     ngram_baseline,
     score_songs,
 )
 from lyricslab.scoring.lyric_metrics import sample_metrics
+from lyricslab.scoring.mixture import ARTIFACT as MIXTURE_ARTIFACT
 from lyricslab.scoring.scorers import full_context_scorer, score_windows
 from lyricslab.scoring.song_cache import ARTIFACT as SONG_CACHE_ARTIFACT
 from lyricslab.text import tokenizers
@@ -196,19 +198,20 @@ def load_corpus(cfg: Any) -> Corpus:
 
 
 def score_test_split(cfg: Any, data: Corpus, model: keras.Model, scorer: Any, song_cache: Any,
-                 baseline: dict[str, float]) -> dict[str, float]:
+                 baseline: dict[str, float]) -> tuple[dict[str, float], np.ndarray | None]:
     """The scoring tail on the test split (lyricslab.scoring.held_out.score_songs: test_bpc, ..., with
     the song cache, the breakdown and the n-gram), plus `test_bpc_windowed` (non-overlapping windows,
-    no carried context) to show what the cheap measure would have reported for the same weights."""
+    no carried context) to show what the cheap measure would have reported for the same weights; and the
+    test split's per-token NLL."""
     tr, frame = cfg.trainer, data.splits.frame
-    metrics, _ = score_songs(scorer, data.tokenizer, data.streams["test"], data.conditioned.texts["test"],
+    metrics, token_nll = score_songs(scorer, data.tokenizer, data.streams["test"], data.conditioned.texts["test"],
                              data.texts["test"], rows=frame[frame["split"] == "test"].to_dict("records"),
                              columns=columns_of(cfg), prefix="test_", song_cache=song_cache,
                              baseline=baseline.get("baseline_ngram_test_bpc"))
     windowed = score_windows(model, make_windows(data.streams["test"], tr.seq_len, pad_last=True), tr.batch_size,
                              unscored_ids=data.unscored)
     metrics["test_bpc_windowed"] = windowed.metrics(data.chars["test"], "")["bpc"]
-    return metrics
+    return metrics, token_nll
 
 
 def throughput_metrics(cfg: Any, vocab_size: int, derived: DerivedMetrics, rounds: Rounds) -> dict[str, float]:
@@ -276,13 +279,19 @@ def train(cfg: Any, callbacks: Sequence[keras.callbacks.Callback] = (), parent_r
 
         eval_start = time.perf_counter()
         song_cache, metrics = fit_song_cache(cfg, data.streams["val"], validation.best_token_nll, data.chars["val"])
-        metrics.update(score_test_split(cfg, data, model, scorer, song_cache, baseline))
+        test_metrics, test_nll = score_test_split(cfg, data, model, scorer, song_cache, baseline)
+        metrics.update(test_metrics)
+        mixture, mixed = fit_mixture(cfg, data.tokenizer, data.texts, data.streams,
+                                     {"val": validation.best_token_nll, "test": test_nll})
+        metrics.update(mixed)
         metrics["eval_seconds"] = time.perf_counter() - eval_start
         metrics.update(rounds.summary(model, BEST_OF))
         metrics.update(throughput_metrics(cfg, vocab_size, derived, rounds))
         with run_artifacts(cfg, data.tokenizer, model, data.summary()) as out:
             if song_cache is not None:  # beside the model: generate and evaluate mix with the same weights
                 song_cache.save(out / "model" / SONG_CACHE_ARTIFACT)
+            if mixture is not None:  # the fitted weights, to read which component each bucket trusts
+                mixture.save(out / MIXTURE_ARTIFACT)
             charset = sample_charset(cfg, data)
             if charset is not None:  # beside the model too: generate filters with the same characters
                 save_charset(out / "model" / CHARSET_ARTIFACT, charset, float(cfg.samples.charset_coverage))
